@@ -1,0 +1,73 @@
+"""Shared helpers of the benchmark scripts: timing, machine facts, writing records.
+
+Timings are medians over repeats after a warm-up, and every speed claim is a ratio measured in
+the same run: the machines here are shared and noisy, so one absolute time proves little.
+"""
+from __future__ import annotations
+
+import datetime
+import json
+import os
+import platform
+import statistics
+import time
+
+RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
+
+
+def median_time(fn, repeats=10, warmup=2) -> float:
+    """Median wall time of fn() in seconds."""
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def torch_or_none():
+    """PyTorch when installed (it is never a dependency), with the same thread count."""
+    try:
+        import torch
+    except ImportError:
+        return None
+    torch.set_num_threads(threads())
+    return torch
+
+
+def threads() -> int:
+    import numba
+    return numba.get_num_threads()
+
+
+def machine() -> dict:
+    import numba
+    import numpy as np
+    import scipy
+    facts = {"host": platform.node(), "machine": platform.machine(), "cpus": os.cpu_count(),
+             "numba_threads": threads(), "python": platform.python_version(),
+             "numpy": np.__version__, "scipy": scipy.__version__, "numba": numba.__version__,
+             "date": datetime.datetime.now().isoformat(timespec="seconds")}
+    torch = torch_or_none()
+    facts["torch"] = torch.__version__ if torch else None
+    return facts
+
+
+def write_record(name: str, rows: list, table: str, extra: dict | None = None) -> str:
+    """Write results/<name>.json (facts + rows) and results/<name>.md (the table)."""
+    os.makedirs(RESULTS, exist_ok=True)
+    record = {"benchmark": name, "machine": machine(), "rows": rows, **(extra or {})}
+    path = os.path.join(RESULTS, f"{name}.json")
+    with open(path, "w") as f:
+        json.dump(record, f, indent=1)
+    with open(os.path.join(RESULTS, f"{name}.md"), "w") as f:
+        f.write(f"# {name}\n\nMachine: {record['machine']}\n\n{table}\n")
+    return path
+
+
+def markdown_table(header: list, rows: list) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(str(c) for c in r) + " |" for r in rows]
+    return "\n".join(lines)

@@ -1,0 +1,93 @@
+"""Seconds per training step (forward, backward, SGD with momentum) at batch 128.
+
+sparsenet against PyTorch on the CPU with the same thread count (when PyTorch is installed).
+Both spend most of the step in BLAS matmuls, so the ratio measures the engine's own overhead.
+
+    python benchmarks/train_speed.py [--quick]
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+import numpy as np
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from common import markdown_table, median_time, threads, torch_or_none, write_record  # noqa: E402
+
+import sparsenet as sn  # noqa: E402
+import sparsenet.nn.functional as F  # noqa: E402
+
+BATCH = 128
+
+
+def sparsenet_step(spec, batch=BATCH, sparsify=None):
+    """A closure running one training step of `spec`; `sparsify(model)` may replace layers."""
+    sn.manual_seed(0)
+    model = sn.nn.build_model(spec)
+    if sparsify is not None:
+        model = sparsify(model)
+    opt = sn.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, weight_decay=1e-4)
+    rng = np.random.default_rng(0)
+    x = sn.Tensor(rng.standard_normal((batch, 1, 28, 28)).astype(np.float32))
+    y = rng.integers(0, 10, batch)
+
+    def step():
+        loss = F.cross_entropy(model(x), y)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    return step, model, opt
+
+
+def torch_step(torch, spec, batch=BATCH):
+    sizes = {"lenet300": [784, 300, 100, 10]}.get(spec) or [int(s) for s in spec[4:].split("-")]
+    layers = [torch.nn.Flatten()]
+    for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:])):
+        layers.append(torch.nn.Linear(a, b))
+        if i < len(sizes) - 2:
+            layers.append(torch.nn.ReLU())
+    model = torch.nn.Sequential(*layers)
+    opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, weight_decay=1e-4)
+    x = torch.randn(batch, 1, 28, 28)
+    y = torch.randint(0, 10, (batch,))
+
+    def step():
+        loss = torch.nn.functional.cross_entropy(model(x), y)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    return step
+
+
+def dense_rows(repeats):
+    torch = torch_or_none()
+    rows = []
+    for spec in ("lenet300", "mlp:784-4096-4096-10"):
+        step, _, _ = sparsenet_step(spec)
+        t_sn = median_time(step, repeats=repeats, warmup=3)
+        t_torch = median_time(torch_step(torch, spec), repeats=repeats, warmup=3) if torch else None
+        rows.append({"model": spec, "batch": BATCH, "threads": threads(),
+                     "sparsenet_s": t_sn, "torch_s": t_torch,
+                     "ratio_vs_torch": t_sn / t_torch if t_torch else None})
+    return rows
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--quick", action="store_true", help="fewer repeats")
+    args = parser.parse_args(argv)
+    repeats = 5 if args.quick else 20
+    rows = dense_rows(repeats)
+    table = markdown_table(
+        ["model", "batch", "threads", "sparsenet ms/step", "PyTorch ms/step", "sparsenet / PyTorch"],
+        [[r["model"], r["batch"], r["threads"], f"{1e3 * r['sparsenet_s']:.2f}",
+          f"{1e3 * r['torch_s']:.2f}" if r["torch_s"] else "n/a",
+          f"{r['ratio_vs_torch']:.2f}" if r["ratio_vs_torch"] else "n/a"] for r in rows])
+    print(table)
+    print("written", write_record("train_speed", rows, table, {"repeats": repeats}))
+
+
+if __name__ == "__main__":
+    main()

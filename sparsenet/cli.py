@@ -1,0 +1,209 @@
+"""The `sparsenet` command: train | compare | demo | bench | data | info."""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+
+
+def _option_value(text):
+    """`--opt key=value` values: JSON when it parses (numbers, booleans, lists), else a string."""
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        return text
+
+
+def _parse_options(pairs):
+    options = {}
+    for pair in pairs or []:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise SystemExit(f"--opt expects key=value, got {pair!r}")
+        options[key.replace("-", "_")] = _option_value(value)
+    return options
+
+
+def add_train_arguments(p):
+    p.add_argument("--model", default="lenet300", help="lenet300, lenet5, conv2/4/6, mlp:784-...-10")
+    p.add_argument("--method", default="dense", help="dense or a method from `sparsenet info`")
+    p.add_argument("--sparsity", type=float, default=0.0, help="fraction of weights removed")
+    p.add_argument("--epochs", type=int, default=20)
+    p.add_argument("--batch-size", type=int, default=128)
+    p.add_argument("--lr", type=float, default=0.05)
+    p.add_argument("--momentum", type=float, default=0.9)
+    p.add_argument("--weight-decay", type=float, default=1e-4)
+    p.add_argument("--optimizer", default="sgd", choices=["sgd", "adam", "adamw"])
+    p.add_argument("--schedule", default="cosine", choices=["cosine", "step", "constant"])
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--data", default="auto", help="auto | subset | full | a directory")
+    p.add_argument("--dataset", default="fashion-mnist", choices=["fashion-mnist", "mnist"])
+    p.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    p.add_argument("--opt", action="append", metavar="KEY=VALUE",
+                   help="a method option, e.g. --opt format=csr --opt alpha=0.3 (repeatable)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def config_from_args(args):
+    from .train import TrainConfig
+    return TrainConfig(model=args.model, method=args.method, sparsity=args.sparsity,
+                       epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
+                       momentum=args.momentum, weight_decay=args.weight_decay,
+                       optimizer=args.optimizer, schedule=args.schedule, seed=args.seed,
+                       data=args.data, dataset=args.dataset, device=args.device,
+                       progress=not args.no_progress, method_options=_parse_options(args.opt))
+
+
+def summary_line(record) -> str:
+    b = record["bytes"]["total"]
+    return (f"{record['method']:>10s} {record['model']:>10s}  test accuracy "
+            f"{100 * record['test_accuracy']:.2f} %  density {record['density']:.4f}  "
+            f"params {record['parameters']:,}  bytes {b:,}  "
+            f"train FLOPs x{record['flops']['training_relative']:.3f}  "
+            f"inference FLOPs x{record['flops']['inference_relative']:.3f}  "
+            f"{record['train_seconds']:.1f} s")
+
+
+def cmd_train(args):
+    from . import io
+    from .train import train_model
+    config = config_from_args(args)
+    model, record = train_model(config)
+    print(summary_line(record))
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(record, f, indent=1)
+        print(f"record written to {args.json}")
+    if args.save:
+        io.save(model, args.save)
+        print(f"model written to {args.save}")
+
+
+def cmd_demo(args):
+    from .train import TrainConfig, train_model
+    print("sparsenet demo: LeNet-300-100 on the bundled Fashion-MNIST subset "
+          "(6,000 training / 1,000 test images)\n")
+    records = []
+    for method, sparsity in args.runs:
+        config = TrainConfig(model="lenet300", method=method, sparsity=sparsity,
+                             epochs=args.epochs, data="subset", progress=False)
+        print(f"--- {method}" + (f" at {sparsity:.0%} sparsity" if sparsity else ""))
+        records.append(train_model(config, log=print)[1])
+    print()
+    for r in records:
+        print(summary_line(r))
+
+
+def cmd_info(args):
+    import platform
+
+    import numba
+    import numpy as np
+    import scipy
+
+    from . import __version__, backend
+    from .algorithms import available
+    from .data import find_data
+    print(f"sparsenet {__version__} on Python {platform.python_version()} ({platform.machine()})")
+    print(f"numpy {np.__version__}, scipy {scipy.__version__}, numba {numba.__version__}")
+    print(f"CPU cores: {os.cpu_count()}, numba threads: {numba.get_num_threads()}, "
+          f"threading layer: {numba.config.THREADING_LAYER}, "
+          f"jit disabled: {bool(numba.config.DISABLE_JIT)}")
+    try:
+        from threadpoolctl import threadpool_info
+        for pool in threadpool_info():
+            print(f"BLAS: {pool.get('internal_api')} with {pool.get('num_threads')} threads")
+    except ImportError:
+        print("BLAS threads: unknown (install threadpoolctl to see them)")
+    cp = backend.cupy_module()
+    if cp is None:
+        print("GPU: none (CuPy not installed or no CUDA device)")
+    else:
+        props = cp.cuda.runtime.getDeviceProperties(0)
+        print(f"GPU: {props['name'].decode()} (CuPy {cp.__version__})")
+    for name in ("fashion-mnist", "mnist"):
+        try:
+            print(f"data {name}: {find_data(name)}")
+        except FileNotFoundError as e:
+            print(f"data {name}: not found ({e})")
+    print(f"methods: {', '.join(available())}")
+
+
+def cmd_data(args):
+    from .data import download_dataset
+    path = download_dataset(args.dataset, dest=args.dest, base_url=args.base_url)
+    print(f"{args.dataset} verified and stored in {path}")
+
+
+def cmd_bench(args):
+    import runpy
+    here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    script = os.path.join(here, "benchmarks", f"{args.which}.py")
+    if not os.path.exists(script):
+        raise SystemExit(f"benchmark script {script} not found: benchmarks run from a source "
+                         "checkout of sparsenet")
+    sys.argv = [script] + args.rest
+    runpy.run_path(script, run_name="__main__")
+
+
+def _demo_runs(text):
+    runs = []
+    for item in text.split(","):
+        method, _, sparsity = item.partition(":")
+        runs.append((method, float(sparsity) if sparsity else 0.0))
+    return runs
+
+
+def build_parser():
+    parser = argparse.ArgumentParser(prog="sparsenet", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("train", help="train one model with one method")
+    add_train_arguments(p)
+    p.add_argument("--json", help="write the run record to this file")
+    p.add_argument("--save", help="write the trained model (safetensors) to this file")
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("demo", help="a quick run on the bundled subset")
+    p.add_argument("--epochs", type=int, default=10)
+    p.add_argument("--runs", type=_demo_runs, default=_demo_runs("dense"),
+                   help="comma-separated METHOD[:SPARSITY] list")
+    p.set_defaults(func=cmd_demo)
+
+    p = sub.add_parser("info", help="versions, threads, GPU, data location, methods")
+    p.set_defaults(func=cmd_info)
+
+    p = sub.add_parser("data", help="data set management")
+    data_sub = p.add_subparsers(dest="data_command", required=True)
+    d = data_sub.add_parser("download", help="fetch the full data set and verify its SHA-256")
+    d.add_argument("--dataset", default="fashion-mnist")
+    d.add_argument("--dest", default=None, help="directory (default: the user cache)")
+    d.add_argument("--base-url", default=None)
+    d.set_defaults(func=cmd_data)
+
+    p = sub.add_parser("bench", help="run a script from benchmarks/ (source checkout)")
+    p.add_argument("which", help="kernels | train_speed | accuracy")
+    p.add_argument("rest", nargs=argparse.REMAINDER)
+    p.set_defaults(func=cmd_bench)
+
+    try:
+        from .compare import add_compare_parser
+        add_compare_parser(sub)
+    except ImportError:
+        pass
+    return parser
+
+
+def main(argv=None):
+    args = build_parser().parse_args(argv)
+    try:
+        args.func(args)
+    except (ValueError, TypeError, FileNotFoundError, KeyError) as e:
+        print(f"sparsenet {args.command}: error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

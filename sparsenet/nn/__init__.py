@@ -1,0 +1,8 @@
+"""Neural-network building blocks in PyTorch's shape."""
+from . import functional, init
+from .layers import Conv2d, Dropout, Flatten, Linear, MaxPool2d, ReLU, Sequential, Tanh
+from .models import build_model
+from .module import Module, Parameter
+
+__all__ = ["functional", "init", "Module", "Parameter", "Linear", "Conv2d", "ReLU", "Tanh",
+           "Flatten", "Dropout", "MaxPool2d", "Sequential", "build_model"]

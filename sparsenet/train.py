@@ -1,0 +1,213 @@
+"""The training loop: epochs of mini-batch SGD, evaluation, a progress bar, and a run record.
+
+`train_model(TrainConfig(...))` is what `sparsenet train` calls: it loads the data, builds the model and
+the method, trains, and returns the JSON-able record (see `record_fields` in the README).
+Set SPARSENET_FAST=1 to shrink data and epochs (the tests and tutorials do).
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+import platform
+import resource
+import time
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from . import backend, metrics, optim
+from .algorithms import get_method
+from .data import BatchLoader, load_dataset, to_float
+from .nn import build_model
+from .nn.functional import cross_entropy
+from .random import manual_seed
+from .tensor import Tensor, no_grad
+
+
+def fast_mode() -> bool:
+    return os.environ.get("SPARSENET_FAST", "") not in ("", "0")
+
+
+@dataclasses.dataclass
+class TrainConfig:
+    model: str = "lenet300"
+    method: str = "dense"
+    sparsity: float = 0.0
+    epochs: int = 20
+    batch_size: int = 128
+    lr: float = 0.05
+    momentum: float = 0.9
+    weight_decay: float = 1e-4
+    optimizer: str = "sgd"          # sgd | adam | adamw
+    schedule: str = "cosine"        # cosine | step | constant
+    warmup_epochs: int = 0
+    seed: int = 0
+    data: str = "auto"              # auto | subset | full | a directory
+    dataset: str = "fashion-mnist"
+    device: str = "cpu"
+    progress: bool = True
+    method_options: dict = dataclasses.field(default_factory=dict)
+
+    def validate(self):
+        if self.epochs <= 0:
+            raise ValueError(f"epochs must be positive, got {self.epochs}")
+        if self.batch_size <= 0:
+            raise ValueError(f"batch_size must be positive, got {self.batch_size}")
+        if not self.lr > 0:
+            raise ValueError(f"lr must be positive, got {self.lr}")
+        if not 0 <= self.sparsity < 1:
+            raise ValueError(f"sparsity must be in [0, 1), got {self.sparsity}")
+        if self.optimizer not in ("sgd", "adam", "adamw"):
+            raise ValueError(f"optimizer must be sgd, adam or adamw, got {self.optimizer!r}")
+        if self.schedule not in ("cosine", "step", "constant"):
+            raise ValueError(f"schedule must be cosine, step or constant, got {self.schedule!r}")
+
+
+def load_arrays(source="auto", dataset="fashion-mnist"):
+    """Float32 images (N, 1, 28, 28) and int64 labels; smaller in fast mode."""
+    ds = load_dataset(dataset, source)
+    x_train, y_train = to_float(ds.train_images), ds.train_labels.astype(np.int64)
+    x_test, y_test = to_float(ds.test_images), ds.test_labels.astype(np.int64)
+    if fast_mode():
+        x_train, y_train, x_test, y_test = x_train[:1000], y_train[:1000], x_test[:500], y_test[:500]
+    return x_train, y_train, x_test, y_test, ds.origin
+
+
+def make_optimizer(config: TrainConfig, params):
+    if config.optimizer == "sgd":
+        return optim.SGD(params, lr=config.lr, momentum=config.momentum,
+                         weight_decay=config.weight_decay)
+    cls = optim.Adam if config.optimizer == "adam" else optim.AdamW
+    return cls(params, lr=config.lr, weight_decay=config.weight_decay)
+
+
+def make_scheduler(config: TrainConfig, optimizer, steps_per_epoch: int):
+    total = config.epochs * steps_per_epoch
+    if config.schedule == "cosine":
+        return optim.CosineLR(optimizer, total, warmup=config.warmup_epochs * steps_per_epoch)
+    if config.schedule == "step":
+        return optim.StepLR(optimizer, step_size=max(1, total // 3), gamma=0.1)
+    return optim.ConstantLR(optimizer)
+
+
+def evaluate(model, x, y, batch_size=1000, device="cpu"):
+    """(accuracy, predictions) of `model` on arrays x, y, in evaluation mode without a graph."""
+    was_training = model.training
+    model.eval()
+    predictions = []
+    with no_grad():
+        for i in range(0, len(x), batch_size):
+            logits = model(Tensor(backend.to_device(x[i:i + batch_size], device)))
+            predictions.append(backend.to_numpy(logits.data).argmax(axis=1))
+    model.train(was_training)
+    predictions = np.concatenate(predictions) if predictions else np.zeros(0, dtype=np.int64)
+    return float((predictions == y).mean()), predictions
+
+
+def versions() -> dict:
+    import numba
+    import scipy
+
+    from . import __version__
+    return {"sparsenet": __version__, "python": platform.python_version(), "numpy": np.__version__,
+            "numba": numba.__version__, "scipy": scipy.__version__, "machine": platform.machine()}
+
+
+def fit(model, optimizer, scheduler, method, loader, test_arrays, epochs, input_shape,
+        device="cpu", progress=True, log=print):
+    """Train for `epochs`; returns (history, flops dict). The method's hooks run at every step."""
+    positions = metrics.layer_positions(model, input_shape)
+    fwd_sparse, fwd_dense = metrics.forward_flops(model, positions)
+    train_flops = dense_flops = 0.0
+    history, step = [], 0
+    for epoch in range(1, epochs + 1):
+        t0, seen, loss_sum, correct = time.perf_counter(), 0, 0.0, 0
+        bar = tqdm(loader, desc=f"epoch {epoch}/{epochs}", disable=not progress, leave=False)
+        for xb, yb in bar:
+            xb, yb = backend.to_device(xb, device), backend.to_device(yb, device)
+            logits = model(Tensor(xb))
+            loss = cross_entropy(logits, yb)
+            optimizer.zero_grad()
+            loss.backward()
+            method.after_backward(step)
+            optimizer.step()
+            method.after_step(step)
+            scheduler.step()
+            if method.topology_changed():
+                fwd_sparse, _ = metrics.forward_flops(model, positions)
+            train_flops += 3 * fwd_sparse * len(yb) + method.extra_flops()
+            dense_flops += 3 * fwd_dense * len(yb)
+            step += 1
+            seen += len(yb)
+            loss_sum += loss.item() * len(yb)
+            correct += int((backend.to_numpy(logits.data).argmax(axis=1)
+                            == backend.to_numpy(yb)).sum())
+            if progress:
+                bar.set_postfix(loss=f"{loss_sum / seen:.4f}", acc=f"{correct / seen:.3f}",
+                                samples_s=f"{seen / (time.perf_counter() - t0):.0f}")
+        method.after_epoch(epoch)
+        seconds = time.perf_counter() - t0
+        test_acc, _ = evaluate(model, *test_arrays, device=device)
+        history.append({"epoch": epoch, "loss": loss_sum / max(seen, 1),
+                        "train_accuracy": correct / max(seen, 1), "test_accuracy": test_acc,
+                        "seconds": seconds, "lr": scheduler.get_lr()})
+        if log:
+            log(f"epoch {epoch:3d}  loss {loss_sum / max(seen, 1):.4f}  train {correct / max(seen, 1):.4f}"
+                f"  test {test_acc:.4f}  {seen / seconds:,.0f} samples/s")
+    fwd_sparse, _ = metrics.forward_flops(model, positions)
+    flops = {"inference_relative": fwd_sparse / fwd_dense if fwd_dense else 1.0,
+             "training_relative": train_flops / dense_flops if dense_flops else 1.0,
+             "inference_per_sample": fwd_sparse, "training_total": train_flops}
+    return history, flops
+
+
+def run(config: TrainConfig, log=print, data=None) -> dict:
+    """Train one model with one method and return its JSON-able record."""
+    return train_model(config, log=log, data=data)[1]
+
+
+def train_model(config: TrainConfig, log=print, model=None, data=None):
+    """Train and return (model, record). `data` may be preloaded `load_arrays` output."""
+    config.validate()
+    manual_seed(config.seed)
+    x_train, y_train, x_test, y_test, origin = data or load_arrays(config.data, config.dataset)
+    input_shape = x_train.shape[1:]
+    model = model or build_model(config.model, input_shape=input_shape,
+                                 num_classes=int(y_train.max()) + 1)
+    options = dict(config.method_options)
+    if config.method != "dense":
+        options.setdefault("sparsity", config.sparsity)
+    method = get_method(config.method, **options)
+    loader = BatchLoader(x_train, y_train, config.batch_size, shuffle=True, seed=config.seed)
+    epochs = min(config.epochs, 2) if fast_mode() else config.epochs
+    if config.device != "cpu":
+        model.to(config.device)
+    # the method may replace layers (sparsify) before the optimizer sees the parameters
+    method.setup(model, None, loader, epochs * len(loader))
+    optimizer = make_optimizer(config, model.parameters())
+    method.optimizer = optimizer
+    scheduler = make_scheduler(config, optimizer, len(loader))
+
+    start = time.perf_counter()
+    history, flops = fit(model, optimizer, scheduler, method, loader, (x_test, y_test), epochs,
+                         input_shape, device=config.device, progress=config.progress, log=log)
+    train_seconds = time.perf_counter() - start
+    test_acc, predictions = evaluate(model, x_test, y_test, device=config.device)
+    summary = metrics.sparsity_summary(model)
+    record = {
+        "method": config.method, "model": config.model, "sparsity": summary["sparsity"],
+        "density": summary["density"], "target_sparsity": config.sparsity,
+        "test_accuracy": test_acc,
+        "per_class_accuracy": metrics.per_class_accuracy(predictions, y_test, int(y_test.max()) + 1),
+        "epochs": epochs, "seed": config.seed, "train_seconds": train_seconds,
+        "history": history, "layers": metrics.layer_table(model),
+        "parameters": summary["weights_stored"], "parameters_dense": summary["weights_dense"],
+        "bytes": metrics.parameter_bytes(model, optimizer), "flops": flops,
+        "peak_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
+        "data": {"origin": origin, "train": int(len(y_train)), "test": int(len(y_test)),
+                 "fast_mode": fast_mode()},
+        "hyperparameters": {k: v for k, v in dataclasses.asdict(config).items()
+                            if k not in ("progress",)},
+        "method_details": method.describe(), "versions": versions(),
+    }
+    return model, record
