@@ -25,10 +25,11 @@ def _parse_options(pairs):
     return options
 
 
-def add_train_arguments(p):
+def add_train_arguments(p, single_run=True):
     p.add_argument("--model", default="lenet300", help="lenet300, lenet5, conv2/4/6, mlp:784-...-10")
-    p.add_argument("--method", default="dense", help="dense or a method from `sparsenet info`")
-    p.add_argument("--sparsity", type=float, default=0.0, help="fraction of weights removed")
+    if single_run:
+        p.add_argument("--method", default="dense", help="dense or a method from `sparsenet info`")
+        p.add_argument("--sparsity", type=float, default=0.0, help="fraction of weights removed")
     p.add_argument("--epochs", type=int, default=20)
     p.add_argument("--batch-size", type=int, default=128)
     p.add_argument("--lr", type=float, default=0.05)
@@ -187,11 +188,8 @@ def build_parser():
     p.add_argument("rest", nargs=argparse.REMAINDER)
     p.set_defaults(func=cmd_bench)
 
-    try:
-        from .compare import add_compare_parser
-        add_compare_parser(sub)
-    except ImportError:
-        pass
+    from .compare import add_compare_parser
+    add_compare_parser(sub)
     return parser
 
 
