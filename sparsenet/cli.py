@@ -20,7 +20,7 @@ def _parse_options(pairs):
     for pair in pairs or []:
         key, sep, value = pair.partition("=")
         if not sep or not key:
-            raise SystemExit(f"--opt expects key=value, got {pair!r}")
+            raise ValueError(f"--opt expects key=value, got {pair!r}")
         options[key.replace("-", "_")] = _option_value(value)
     return options
 

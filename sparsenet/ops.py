@@ -126,6 +126,8 @@ class MatMul(Function):
 
     def backward(self, g):
         a, b = self.a, self.b
+        if a.ndim == 1 and b.ndim == 1:              # a dot product: g is a scalar
+            return g * b, g * a
         a2 = a[None, :] if a.ndim == 1 else a        # (..., n, k)
         b2 = b[:, None] if b.ndim == 1 else b        # (..., k, m)
         if a.ndim == 1:
@@ -211,8 +213,10 @@ class Reshape(Function):
 class Transpose(Function):
     def forward(self, a, axes=None):
         self.axes = tuple(range(a.ndim))[::-1] if axes is None else tuple(axes)
-        if sorted(ax % max(a.ndim, 1) for ax in self.axes) != list(range(a.ndim)):
+        if (len(self.axes) != a.ndim or not all(-a.ndim <= ax < a.ndim for ax in self.axes)
+                or sorted(ax % a.ndim for ax in self.axes) != list(range(a.ndim))):
             raise ValueError(f"axes {axes} is not a permutation of the {a.ndim} dimensions")
+        self.axes = tuple(ax % a.ndim for ax in self.axes)   # argsort below needs them >= 0
         return a.transpose(self.axes)
 
     def backward(self, g):

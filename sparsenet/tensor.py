@@ -49,6 +49,8 @@ def _as_array(data, dtype):
         return data
     if isinstance(data, Tensor):
         raise TypeError("data is already a Tensor; use tensor.detach() or tensor.data")
+    if isinstance(data, np.generic) and data.dtype.type in FLOAT_DTYPES and dtype is None:
+        return np.asarray(data)     # a NumPy float scalar keeps its precision
     arr = np.asarray(data)
     if arr.dtype.kind in "fc" or arr.dtype == np.bool_ or dtype is not None:
         return arr.astype(dtype or DEFAULT_DTYPE)
@@ -128,7 +130,8 @@ class Tensor:
             if g is None:
                 continue
             if node._ctx is None:             # a leaf: accumulate like PyTorch
-                node.grad = g.copy() if node.grad is None else node.grad + g
+                xp = backend.array_module(g)
+                node.grad = xp.array(g) if node.grad is None else node.grad + g
                 continue
             fn = node._ctx
             for parent, pg in zip(fn.parents, fn.backward(g)):

@@ -9,8 +9,6 @@ bring it back to life.
 """
 from __future__ import annotations
 
-import math
-
 from .. import backend
 from ..tensor import no_grad
 
@@ -136,8 +134,9 @@ class Adam(Optimizer):
         st["v"] *= b2
         st["v"] += (1 - b2) * grad * grad
         xp = backend.array_module(p.data)
-        step_size = lr * math.sqrt(1 - b2 ** t) / (1 - b1 ** t)
-        p.data -= p.data.dtype.type(step_size) * st["m"] / (xp.sqrt(st["v"]) + eps)
+        m_hat_scale = 1 / (1 - b1 ** t)                    # bias corrections, as in the paper
+        v_hat = st["v"] / p.data.dtype.type(1 - b2 ** t)
+        p.data -= p.data.dtype.type(lr * m_hat_scale) * st["m"] / (xp.sqrt(v_hat) + eps)
 
 
 class AdamW(Adam):

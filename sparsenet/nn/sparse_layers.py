@@ -1,0 +1,352 @@
+"""Sparse twins of Linear and Conv2d: the weight is a sparse object, only its values train.
+
+`layer.values` (a Parameter, 1-D) is the one trainable tensor of the weight; `layer.weight` is
+the sparse object (CSR, Block, NM or Masked) that says where those values sit. Forward is
+Y = W @ X (SpMM) on feature-major activations X (in, batch); backward is W.T @ G for the input
+and SDDMM (G @ X.T only at the stored positions) for the values: the dense weight is never built.
+
+The topology changes only through `set_topology(new_weight, new_from_old, optimizer)`, which
+keeps the same Parameter object (the optimizer's reference stays valid) and carries the
+optimizer's state across, so a dropped weight cannot come back through momentum.
+"""
+from __future__ import annotations
+
+from collections import OrderedDict
+
+import numpy as np
+
+from .. import backend, random
+from ..sparse import FORMATS, Masked, SparseMatrix
+from ..sparse.convert import format_options, state_arrays, weight_from_arrays
+from ..sparse.topology import dense_grad_topk, random_pattern
+from ..tensor import Function
+from . import functional as F
+from .init import get_init
+from .layers import _positive_int
+from .module import Module, Parameter
+
+
+# ----- autograd Functions ------------------------------------------------------------------
+class SparseLinearFunction(Function):
+    """y = x @ W.T + b with W sparse."""
+
+    def forward(self, x, values, bias=None, weight=None, remember=None):
+        if x.ndim != 2 or x.shape[1] != weight.shape[1]:
+            raise ValueError(f"sparse linear: input must be (batch, {weight.shape[1]}), got {x.shape}")
+        if x.dtype != values.dtype:
+            raise TypeError(f"sparse linear: input dtype {x.dtype} differs from weight dtype {values.dtype}")
+        X = backend.array_module(x).ascontiguousarray(x.T)     # (in, batch): a no-op when x came
+        Y = weight.spmm(X, values)                             # (out, batch)  from a sparse layer
+        if bias is not None:
+            Y += bias[:, None]
+        self.weight, self.values, self.X, self.remember = weight, values, X, remember
+        self.has_bias = bias is not None
+        return Y.T                              # (batch, out): a view, still feature-major in memory
+
+    def backward(self, g):
+        G = backend.array_module(g).ascontiguousarray(g.T)     # (out, batch)
+        need_gx = self.parents[0].requires_grad              # the first layer's input needs none
+        gx = self.weight.spmm_t(G, self.values).T if need_gx else None      # (batch, in)
+        gv = self.weight.sddmm(G, self.X)                                   # like values
+        if self.remember is not None:
+            self.remember(G, self.X)
+        return (gx, gv, G.sum(axis=1)) if self.has_bias else (gx, gv)
+
+
+def _columns(x, kernel, stride, padding):
+    """Feature-major im2col: (C*kh*kw, B*Ho*Wo) patch columns of x (B, C, H, W), and geometry."""
+    kh, kw = kernel
+    padded = F._pad(x, padding)
+    if padded.shape[2] < kh or padded.shape[3] < kw:
+        raise ValueError(f"sparse conv2d: kernel {kh}x{kw} is larger than the padded input "
+                         f"{padded.shape[2]}x{padded.shape[3]}")
+    win = F._windows(padded, kh, kw, stride)                   # (B, C, Ho, Wo, kh, kw), a view
+    b, c, h_out, w_out = win.shape[:4]
+    cols = backend.array_module(x).ascontiguousarray(win.transpose(1, 4, 5, 0, 2, 3))
+    return cols.reshape(c * kh * kw, b * h_out * w_out), (padded.shape, h_out, w_out)
+
+
+class SparseConv2dFunction(Function):
+    """2-D convolution with a sparse (out, C*kh*kw) weight, through im2col and SpMM."""
+
+    def forward(self, x, values, bias=None, weight=None, kernel=(1, 1), stride=(1, 1),
+                padding=(0, 0), remember=None):
+        if x.ndim != 4 or x.shape[1] * kernel[0] * kernel[1] != weight.shape[1]:
+            raise ValueError(f"sparse conv2d: input must be (batch, {weight.shape[1] // (kernel[0] * kernel[1])}"
+                             f", H, W), got {x.shape}")
+        if x.dtype != values.dtype:
+            raise TypeError(f"sparse conv2d: input dtype {x.dtype} differs from weight dtype {values.dtype}")
+        cols, (padded_shape, h_out, w_out) = _columns(x, kernel, stride, padding)
+        Y = weight.spmm(cols, values)                                      # (out, B*Ho*Wo)
+        if bias is not None:
+            Y += bias[:, None]
+        self.weight, self.values, self.cols, self.remember = weight, values, cols, remember
+        self.has_bias, self.kernel, self.stride, self.padding = bias is not None, kernel, stride, padding
+        self.geometry = (x.shape, padded_shape, h_out, w_out)
+        return Y.reshape(-1, x.shape[0], h_out, w_out).transpose(1, 0, 2, 3)   # (B, out, Ho, Wo)
+
+    def backward(self, g):
+        xp = backend.array_module(g)
+        x_shape, padded_shape, h_out, w_out = self.geometry
+        G = xp.ascontiguousarray(g.transpose(1, 0, 2, 3)).reshape(g.shape[1], -1)  # (out, B*Ho*Wo)
+        gv = self.weight.sddmm(G, self.cols)
+        gx = None
+        if self.parents[0].requires_grad:
+            (kh, kw), (b, c) = self.kernel, x_shape[:2]
+            gcols = self.weight.spmm_t(G, self.values)                     # (C*kh*kw, B*Ho*Wo)
+            gwin = gcols.reshape(c, kh, kw, b, h_out, w_out).transpose(3, 0, 4, 5, 1, 2)
+            gx = F._scatter_windows(gwin, padded_shape, self.stride, self.padding)
+        if self.remember is not None:
+            self.remember(G, self.cols)
+        return (gx, gv, G.sum(axis=1)) if self.has_bias else (gx, gv)
+
+
+# ----- building a weight -------------------------------------------------------------------
+def resolve_density(format, sparsity=None, density=None, n=2, m=4) -> float:
+    """The density asked for: 1 - sparsity, or density, or 0.9 sparsity; n/m for NM."""
+    if format not in FORMATS:
+        raise ValueError(f"format must be one of {sorted(FORMATS)}, got {format!r}")
+    if sparsity is not None and density is not None:
+        raise ValueError("give sparsity or density, not both")
+    if sparsity is not None:
+        if not 0 <= sparsity < 1:
+            raise ValueError(f"sparsity must lie in [0, 1), got {sparsity}")
+        density = 1.0 - sparsity
+    if format == "nm":
+        if density is not None and abs(density - n / m) > 1e-9:
+            raise ValueError(f"format 'nm' with n={n}, m={m} has density {n / m}; "
+                             f"the density asked for is {density}")
+        return n / m
+    return 0.1 if density is None else density
+
+
+def random_weight(shape, format="csr", density=0.1, block_size=16, n=2, m=4,
+                  constant_fan_in=False, init="kaiming_uniform", dtype=np.float32, rng=None):
+    """A random pattern at `density` with values drawn for its true fan-in (stored inputs per
+    output), so activations keep the scale a dense layer of that fan-in would give them."""
+    rng = rng if rng is not None else random.generator()
+    weight = random_pattern(format, shape, density, rng, dtype, block_size, n, m, constant_fan_in)
+    fan_in, fan_out = weight.nnz / shape[0], weight.nnz / shape[1]
+    kwargs = {"fan_out": fan_out} if init.startswith("glorot") else {}
+    # The init functions read fans from a weight shape; ours are passed explicitly and the
+    # (nnz, 1) shape only meets their 2-D requirement.
+    drawn = get_init(init)((weight.nnz, 1), fan_in=fan_in, dtype=dtype, rng=rng, **kwargs).ravel()
+    if isinstance(weight, Masked):            # one number per True entry, in row-major order
+        dense = np.zeros(weight.values.size, dtype=dtype)
+        dense[weight.mask().ravel()] = drawn
+        drawn = dense
+    return weight.with_values(drawn)
+
+
+# ----- the layers --------------------------------------------------------------------------
+class _SparseLayer(Module):
+    """What SparseLinear and SparseConv2d share: values, topology changes, state, growth."""
+
+    kind = ""
+
+    def _attach(self, weight, bias, keep_for_growth):
+        if not isinstance(weight, SparseMatrix):
+            raise TypeError(f"weight must be a sparse object (CSR, Block, NM, Masked), got "
+                            f"{type(weight).__name__}")
+        if weight.shape != self.weight_shape:
+            raise ValueError(f"weight has shape {weight.shape}, the layer needs {self.weight_shape}")
+        self._weight = weight
+        self.values = Parameter(weight.values)         # shares memory with weight.values
+        self.bias = Parameter(np.zeros(self.weight_shape[0], dtype=weight.dtype)) if bias else None
+        self.keep_for_growth = bool(keep_for_growth)
+        self.growth_arrays = None      # (G (out, k), X (in, k)) of the last backward, when kept
+
+    @property
+    def weight(self) -> SparseMatrix:
+        """The sparse weight, holding the live values (`self.values.data`)."""
+        if self._weight.values is not self.values.data:   # values.data was replaced (a load, an
+            self._weight = self._weight.with_values(self.values.data)   # algorithm): follow it
+        return self._weight
+
+    @property
+    def format(self) -> str:
+        return self._weight.format
+
+    def _remember(self, G, X):
+        self.growth_arrays = (G, X)
+
+    def _forward_options(self):
+        return dict(weight=self.weight, remember=self._remember if self.keep_for_growth else None)
+
+    def _inputs(self, x):
+        return (x, self.values) if self.bias is None else (x, self.values, self.bias)
+
+    # ----- topology ----------------------------------------------------------------------
+    def set_topology(self, new_weight, new_from_old, optimizer=None):
+        """Swap in `new_weight` (from `weight.update`); the optimizer's state follows its weights."""
+        old = self._weight
+        if type(new_weight) is not type(old) or new_weight.shape != old.shape or \
+                format_options(new_weight) != format_options(old):
+            raise ValueError(f"new_weight must be a {type(old).__name__} of shape {old.shape} "
+                             f"with {format_options(old)}, got {new_weight!r}")
+        if new_weight.dtype != old.dtype:
+            raise TypeError(f"new_weight has dtype {new_weight.dtype}, the layer {old.dtype}")
+        new_from_old = np.asarray(new_from_old)
+        if new_from_old.dtype.kind not in "iu" or new_from_old.shape != new_weight.values.shape:
+            raise ValueError(f"new_from_old must be an integer array of shape "
+                             f"{new_weight.values.shape}, got {new_from_old.dtype} {new_from_old.shape}")
+        if new_from_old.size and (new_from_old.min() < -1 or new_from_old.max() >= old.values.size):
+            raise ValueError(f"new_from_old must lie in [-1, {old.values.size})")
+        self._weight = new_weight
+        self.values.data = new_weight.values
+        self.values.grad = None                              # a gradient of the old shape
+        self.growth_arrays = None
+        if optimizer is not None:
+            optimizer.remap(self.values, new_from_old)
+
+    def dense_grad_topk(self, grad_out=None, x=None, k=0, chunk_rows=256, dropped=None):
+        """The k empty units with the largest |dL/dW| (RigL growth), in bounded memory.
+
+        grad_out and x are the layer's output gradient and input, as the layer sees them; left
+        out, the ones kept by the last backward (`keep_for_growth=True`) are used. k: an int,
+        or one count per constraint group. Units in `dropped` count as empty.
+        Returns (rows, cols, scores) in unit coordinates.
+        """
+        if grad_out is None and x is None:
+            if self.growth_arrays is None:
+                raise RuntimeError("no gradient kept: pass grad_out and x, or set "
+                                   "keep_for_growth=True and run a backward pass first")
+            G, X = self.growth_arrays
+        elif grad_out is None or x is None:
+            raise ValueError("pass both grad_out and x, or neither")
+        else:
+            G, X = self._feature_major(np.asarray(grad_out), np.asarray(x))
+        return dense_grad_topk(self.weight, G, X, k, dropped, chunk_rows)
+
+    # ----- state -------------------------------------------------------------------------
+    def _own_state(self):
+        state = OrderedDict(values=self.values.data)
+        if self.bias is not None:
+            state["bias"] = self.bias.data
+        state.update(state_arrays(self._weight))
+        return state
+
+    def _new_weight(self, state, copy):
+        arrays = dict(self._own_state(), **state)       # entries not given keep their arrays
+        try:
+            weight = weight_from_arrays(self.format, arrays, self.weight_shape,
+                                        format_options(self._weight), copy=copy)
+        except (TypeError, ValueError) as err:
+            raise ValueError(f"state for a {self.format} layer of shape {self.weight_shape} "
+                             f"is invalid: {err}") from err
+        if weight.dtype != self._weight.dtype:
+            raise ValueError(f"values have dtype {weight.dtype}, the layer {self._weight.dtype}")
+        return weight, arrays
+
+    def _check_own_state(self, state, prefix):
+        _, arrays = self._new_weight(state, copy=False)    # a different nnz is fine
+        if self.bias is not None:
+            bias = arrays["bias"]
+            if bias.shape != self.bias.shape or bias.dtype != self.bias.dtype:
+                raise ValueError(f"state_dict entry {prefix}bias has shape {bias.shape} and "
+                                 f"dtype {bias.dtype}; expected {self.bias.shape} {self.bias.dtype}")
+
+    def _load_own_state(self, state, prefix):
+        weight, arrays = self._new_weight(state, copy=True)
+        self._weight = weight
+        self.values.data, self.values.grad = weight.values, None
+        if self.bias is not None:
+            self.bias.data = np.array(arrays["bias"])
+        self.growth_arrays = None
+
+    def sparse_config(self) -> dict:
+        """JSON-able description, enough for `apply_sparse_layout` to rebuild the layer."""
+        return dict(kind=self.kind, format=self.format, **self._shape_config(),
+                    bias=self.bias is not None, dtype=str(self._weight.dtype),
+                    **format_options(self._weight))
+
+    @classmethod
+    def from_config(cls, config: dict):
+        """A layer of this configuration with a placeholder topology (a load replaces it)."""
+        options = {k: config[k] for k in ("block_size", "n", "m", "constant_fan_in") if k in config}
+        shape_args = {k: tuple(v) if isinstance(v, list) else v for k, v in config.items()
+                      if k in cls._shape_keys}
+        return cls(**shape_args, format=config["format"], bias=config["bias"],
+                   dtype=np.dtype(config["dtype"]), rng=np.random.default_rng(0), **options)
+
+    def extra_repr(self):
+        return (f"{self._shape_repr()}, format={self.format}, density={self._weight.density:.4f}, "
+                f"nnz={self._weight.nnz}, bias={self.bias is not None}")
+
+
+class SparseLinear(_SparseLayer):
+    """y = x @ W.T + b with a sparse W of shape (out_features, in_features)."""
+
+    kind = "linear"
+    _shape_keys = ("in_features", "out_features")
+
+    def __init__(self, in_features, out_features, sparsity=None, density=None, format="csr",
+                 block_size=16, n=2, m=4, bias=True, init="kaiming_uniform", dtype=np.float32,
+                 rng=None, weight=None, constant_fan_in=False, keep_for_growth=False):
+        super().__init__()
+        self.in_features = _positive_int(in_features, "in_features")
+        self.out_features = _positive_int(out_features, "out_features")
+        self.weight_shape = (self.out_features, self.in_features)
+        if weight is None:
+            weight = random_weight(self.weight_shape, format, resolve_density(format, sparsity, density, n, m),
+                                   block_size, n, m, constant_fan_in, init, dtype, rng)
+        elif sparsity is not None or density is not None:
+            raise ValueError("give weight or sparsity/density, not both")
+        self._attach(weight, bias, keep_for_growth)
+
+    def forward(self, x):
+        return SparseLinearFunction.apply(*self._inputs(x), **self._forward_options())
+
+    def _feature_major(self, grad_out, x):
+        xp = backend.array_module(x)
+        return xp.ascontiguousarray(grad_out.T), xp.ascontiguousarray(x.T)
+
+    def _shape_config(self):
+        return dict(in_features=self.in_features, out_features=self.out_features)
+
+    def _shape_repr(self):
+        return f"in_features={self.in_features}, out_features={self.out_features}"
+
+
+class SparseConv2d(_SparseLayer):
+    """2-D convolution whose (out, C*kh*kw) weight is sparse."""
+
+    kind = "conv2d"
+    _shape_keys = ("in_channels", "out_channels", "kernel_size", "stride", "padding")
+
+    def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0, sparsity=None,
+                 density=None, format="csr", block_size=16, n=2, m=4, bias=True,
+                 init="kaiming_uniform", dtype=np.float32, rng=None, weight=None,
+                 constant_fan_in=False, keep_for_growth=False):
+        super().__init__()
+        self.in_channels = _positive_int(in_channels, "in_channels")
+        self.out_channels = _positive_int(out_channels, "out_channels")
+        self.kernel_size = F._pair(kernel_size, "kernel_size")
+        self.stride, self.padding = F._pair(stride, "stride"), F._pair(padding, "padding")
+        kh, kw = self.kernel_size
+        self.weight_shape = (self.out_channels, self.in_channels * kh * kw)
+        if weight is None:
+            weight = random_weight(self.weight_shape, format, resolve_density(format, sparsity, density, n, m),
+                                   block_size, n, m, constant_fan_in, init, dtype, rng)
+        elif sparsity is not None or density is not None:
+            raise ValueError("give weight or sparsity/density, not both")
+        self._attach(weight, bias, keep_for_growth)
+
+    def forward(self, x):
+        return SparseConv2dFunction.apply(*self._inputs(x), kernel=self.kernel_size,
+                                          stride=self.stride, padding=self.padding,
+                                          **self._forward_options())
+
+    def _feature_major(self, grad_out, x):
+        cols, _ = _columns(x, self.kernel_size, self.stride, self.padding)   # (C*kh*kw, B*Ho*Wo)
+        G = backend.array_module(x).ascontiguousarray(grad_out.transpose(1, 0, 2, 3))
+        return G.reshape(grad_out.shape[1], -1), cols                        # (out, B*Ho*Wo)
+
+    def _shape_config(self):
+        return dict(in_channels=self.in_channels, out_channels=self.out_channels,
+                    kernel_size=list(self.kernel_size), stride=list(self.stride),
+                    padding=list(self.padding))
+
+    def _shape_repr(self):
+        return (f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, "
+                f"stride={self.stride}, padding={self.padding}")

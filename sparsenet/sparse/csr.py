@@ -1,0 +1,155 @@
+"""CSR: compressed sparse rows, the general element-level format.
+
+Row r's weights sit at values[indptr[r]:indptr[r+1]], in the columns indices[same range]
+(sorted, unique). `spmm_t` needs columns grouped instead of rows; the CSC permutation that does
+that is built on first use and cached: the topology of an object never changes.
+
+With `constant_fan_in=True` every row holds the same number of weights (every output unit sees
+as many inputs), and `update` keeps it so: the constraint group of a weight is its row.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from .. import backend
+from .base import (SparseMatrix, check_compressed, check_index_array, check_operand, check_out,
+                   check_shape, check_values, choose_elements, kernels_for)
+from .topology import check_grow_values, check_update_args, gather_values, merge_pattern
+
+
+class CSR(SparseMatrix):
+    format = "csr"
+
+    def __init__(self, indptr, indices, values, shape, constant_fan_in=False):
+        n_rows, n_cols = check_shape(shape)
+        indptr, indices, row_len = check_compressed(indptr, indices, n_rows, n_cols)
+        check_values(values, indices.size)
+        if constant_fan_in and (row_len != row_len[0]).any():
+            raise ValueError(f"constant_fan_in=True needs the same number of weights in every "
+                             f"row, got between {row_len.min()} and {row_len.max()}")
+        self.shape = (n_rows, n_cols)
+        self.indptr, self.indices = indptr, indices              # int64 and int32
+        self.values = values
+        self.constant_fan_in = bool(constant_fan_in)
+        self._transposed = None                         # (colptr, rowind, perm) once built
+
+    # ----- facts and elements ------------------------------------------------------------
+    @property
+    def nnz(self):
+        return int(self.indices.size)
+
+    n_units = nnz
+
+    def _index_arrays(self):
+        return [self.indptr, self.indices, *(self._transposed or ())]
+
+    def row_lengths(self):
+        return np.diff(self.indptr)
+
+    def coords(self):
+        rows = np.repeat(np.arange(self.shape[0], dtype=np.int64), self.row_lengths())
+        return rows, self.indices.astype(np.int64)
+
+    def to_dense(self):
+        out = np.zeros(self.shape, dtype=self.dtype)
+        rows, cols = self.coords()
+        out[rows, cols] = backend.to_numpy(self.values)
+        return out
+
+    def to_scipy(self):
+        import scipy.sparse
+        return scipy.sparse.csr_array((backend.to_numpy(self.values), self.indices, self.indptr),
+                                      shape=self.shape)
+
+    # ----- construction ------------------------------------------------------------------
+    @classmethod
+    def from_dense(cls, array, density=None, mask=None, constant_fan_in=False):
+        keep = choose_elements(array, density, mask, constant_fan_in)
+        indptr = np.concatenate([[0], np.cumsum(keep.sum(axis=1))]).astype(np.int64)
+        cols = np.nonzero(keep)[1]                               # row-major: sorted per row
+        return cls(indptr, cols.astype(np.int32), array[keep], array.shape, constant_fan_in)
+
+    @classmethod
+    def _from_coo(cls, rows, cols, values, shape, constant_fan_in=False):
+        n_rows, n_cols = check_shape(shape)
+        rows = check_index_array(rows, "rows").astype(np.int64)
+        cols = check_index_array(cols, "cols").astype(np.int64)
+        check_values(values, rows.size)
+        if cols.shape != rows.shape:
+            raise ValueError(f"rows and cols differ in length: {rows.shape} and {cols.shape}")
+        for arr, size, name in ((rows, n_rows, "rows"), (cols, n_cols, "cols")):
+            if arr.size and (arr.min() < 0 or arr.max() >= size):
+                raise ValueError(f"{name} must lie in [0, {size})")
+        keys = rows * n_cols + cols
+        order = np.argsort(keys, kind="stable")
+        if keys.size > 1 and (np.diff(keys[order]) == 0).any():
+            raise ValueError("the coordinates hold a duplicate position")
+        indptr = np.concatenate([[0], np.cumsum(np.bincount(rows, minlength=n_rows))])
+        return cls(indptr, cols[order].astype(np.int32), values[order], (n_rows, n_cols),
+                   constant_fan_in)
+
+    # ----- products ----------------------------------------------------------------------
+    def transposed_index(self):
+        """(colptr, rowind, perm): CSC position j holds values[perm[j]]. Built once."""
+        if self._transposed is None:
+            k = kernels_for(self.indptr)
+            self._transposed = k.csr_to_csc(self.indptr, self.indices, self.shape[1])
+        return self._transposed
+
+    def spmm(self, X, values=None, out=None):
+        values = self._values_or_own(values)
+        X = check_operand(X, self.shape[1], values.dtype, "X")              # (n_cols, k)
+        xp = backend.array_module(X)
+        shape = (self.shape[0], X.shape[1])
+        out = xp.empty(shape, dtype=values.dtype) if out is None else check_out(out, shape, values.dtype)
+        kernels_for(values, X).csr_spmm(self.indptr, self.indices, values, X, out)
+        return out                                                          # (n_rows, k)
+
+    def spmm_t(self, G, values=None, out=None):
+        values = self._values_or_own(values)
+        G = check_operand(G, self.shape[0], values.dtype, "G")              # (n_rows, k)
+        xp = backend.array_module(G)
+        shape = (self.shape[1], G.shape[1])
+        out = xp.empty(shape, dtype=values.dtype) if out is None else check_out(out, shape, values.dtype)
+        colptr, rowind, perm = self.transposed_index()
+        kernels_for(values, G).csr_spmm_t(colptr, rowind, perm, values, G, out)
+        return out                                                          # (n_cols, k)
+
+    def sddmm(self, A, B, out=None):
+        A = check_operand(A, self.shape[0], self.dtype, "A")                # (n_rows, k)
+        B = check_operand(B, self.shape[1], self.dtype, "B")                # (n_cols, k)
+        if A.shape[1] != B.shape[1]:
+            raise ValueError(f"A and B must have the same k, got {A.shape} and {B.shape}")
+        xp = backend.array_module(A)
+        out = xp.empty(self.nnz, dtype=self.dtype) if out is None else check_out(out, (self.nnz,), self.dtype)
+        kernels_for(A, B).csr_sddmm(self.indptr, self.indices, A, B, out)
+        return out                                                          # (nnz,)
+
+    # ----- topology ----------------------------------------------------------------------
+    unit_coords = coords
+
+    @property
+    def n_groups(self):
+        return self.shape[0] if self.constant_fan_in else 1
+
+    def group_of(self, unit_rows, unit_cols):
+        if self.constant_fan_in:
+            return np.asarray(unit_rows, dtype=np.int64)
+        return np.zeros(np.shape(unit_rows), dtype=np.int64)
+
+    def update(self, drop, grow_rows, grow_cols, grow_values=None):
+        n_rows, n_cols = self.shape
+        grow_rows, grow_cols = check_update_args(drop, grow_rows, grow_cols, self.nnz, self.shape)
+        grow_values = check_grow_values(grow_values, grow_rows.size, (), self.dtype)
+        rows, cols = self.coords()
+        new_keys, source = merge_pattern(rows * n_cols + cols, drop, grow_rows * n_cols + grow_cols)
+        counts = np.bincount(new_keys // n_cols, minlength=n_rows)
+        if self.constant_fan_in and (counts != counts[0]).any():
+            bad = int(np.flatnonzero(counts != self.nnz // n_rows)[0])
+            raise ValueError(f"constant fan-in: drops and grows must balance within each row; "
+                             f"row {bad} would hold {counts[bad]} weights, not {self.nnz // n_rows}")
+        values, new_from_old = gather_values(backend.to_numpy(self.values), source, grow_values)
+        indptr = np.concatenate([[0], np.cumsum(counts)])
+        new = CSR(indptr, (new_keys % n_cols).astype(np.int32), values, self.shape,
+                  self.constant_fan_in)
+        return new, new_from_old

@@ -1,0 +1,47 @@
+"""Shared fixtures: a seeded generator, fast mode, and a fixed library seed for every test.
+
+The gradient-check helper lives in `tests/gradcheck.py` (import it with
+`from gradcheck import gradcheck`); this directory is put on `sys.path` so that works however
+pytest was started.
+"""
+from __future__ import annotations
+
+import os
+import sys
+
+import numpy as np
+import pytest
+
+TESTS_DIR = os.path.dirname(os.path.abspath(__file__))
+if TESTS_DIR not in sys.path:
+    sys.path.insert(0, TESTS_DIR)
+
+os.environ.setdefault("MPLBACKEND", "Agg")   # plots in tests never need a display
+
+import sparsenet  # noqa: E402
+from gradcheck import gradcheck as _gradcheck  # noqa: E402
+
+
+@pytest.fixture(autouse=True)
+def _seeded_library():
+    """Every test starts from the same library random state, whatever ran before it."""
+    sparsenet.manual_seed(0)
+    yield
+
+
+@pytest.fixture
+def rng():
+    """A fresh NumPy generator with a fixed seed."""
+    return np.random.default_rng(0)
+
+
+@pytest.fixture
+def fast_mode(monkeypatch):
+    """SPARSENET_FAST=1 for this test: small data, at most two epochs."""
+    monkeypatch.setenv("SPARSENET_FAST", "1")
+
+
+@pytest.fixture
+def gradcheck():
+    """The central-difference gradient check of `tests/gradcheck.py`, as a fixture."""
+    return _gradcheck
