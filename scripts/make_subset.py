@@ -9,8 +9,9 @@ The subset is stratified: 600 training and 100 test images per class, drawn
 without replacement with a fixed seed. Selected images keep their original
 relative order, so the subset is as class-mixed as the full set. Output files
 are gzipped IDX with a name-less, time-stamp-free gzip header, so running the
-script again on the same input gives byte-identical files; the manifest
-records the SHA-256 of inputs and outputs so that can be checked.
+script again on the same input gives the same arrays and, with the same zlib,
+byte-identical files; the manifest records the SHA-256 of inputs and outputs
+so that can be checked.
 """
 
 from __future__ import annotations

@@ -31,14 +31,17 @@ DEFAULT_BASE_URLS = {
 
 # SHA-256 of the official Fashion-MNIST .gz files as served by the host above.
 # They are NOT the hashes of Debian's /usr/share/datasets/fashion-mnist files:
-# Debian normalised the gzip headers (dropped the stored file name, reset the
-# time stamp), so its files are 23-24 bytes shorter and hash differently,
-# though they decompress to the same data. The values below are the ones
-# recorded by independent public projects that download these files
-# (e.g. the batchup library and a hash list of the MNIST-family files);
-# they agree with each other.
-# MNIST is deliberately absent: its hashes could not be checked here, and an
-# unchecked table would give false assurance.
+# Debian rewrote the gzip headers (dropped the stored file name, changed the
+# time stamp), so each of its files is shorter by exactly the length of that
+# name and hashes differently, while the compressed data is the same size
+# (and, we assume, the same bytes; the pixels match). The values below
+# were instead taken from two unrelated public projects that download these
+# files from the official host and check them (the batchup library,
+# Britefury/batchup, batchup/datasets/fashion_mnist.py, and a hash list of
+# the MNIST family of files); both give the same four values. They could not
+# be re-checked against the host from the machine this was written on.
+# MNIST is deliberately absent: its hashes could not be checked here either,
+# and a table nobody checked would give false assurance.
 KNOWN_SHA256 = {
     "fashion-mnist": {
         "train-images-idx3-ubyte.gz":
