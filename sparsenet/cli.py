@@ -41,19 +41,51 @@ def add_train_arguments(p, single_run=True):
     p.add_argument("--data", default="auto", help="auto | subset | full | a directory")
     p.add_argument("--dataset", default="fashion-mnist", choices=["fashion-mnist", "mnist"])
     p.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    p.add_argument("--pattern", default=None,
+                   help="unstructured | block:BS | nm:N:M (sets --format and its options)")
+    p.add_argument("--format", default=None, choices=["csr", "block", "nm", "masked"],
+                   help="storage of sparse layers (default csr)")
+    p.add_argument("--distribution", default=None, choices=["uniform", "er", "erk"],
+                   help="how the sparsity is shared among layers")
     p.add_argument("--opt", action="append", metavar="KEY=VALUE",
                    help="a method option, e.g. --opt format=csr --opt alpha=0.3 (repeatable)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
+def pattern_options(pattern, format=None) -> dict:
+    """--pattern unstructured | block:16 | nm:2:4 as method options (format, block_size, n, m)."""
+    if pattern is None or pattern == "unstructured":
+        if format in ("block", "nm") and pattern == "unstructured":
+            raise ValueError(f"--pattern unstructured contradicts --format {format}")
+        return {"format": format} if format else {}
+    kind, *numbers = pattern.split(":")
+    try:
+        numbers = [int(v) for v in numbers]
+    except ValueError:
+        raise ValueError(f"--pattern must be unstructured, block:BS or nm:N:M, got {pattern!r}") from None
+    if kind == "block" and len(numbers) == 1:
+        options = {"format": "block", "block_size": numbers[0]}
+    elif kind == "nm" and len(numbers) == 2:
+        options = {"format": "nm", "n": numbers[0], "m": numbers[1]}
+    else:
+        raise ValueError(f"--pattern must be unstructured, block:BS or nm:N:M, got {pattern!r}")
+    if format not in (None, options["format"]):
+        raise ValueError(f"--pattern {pattern} contradicts --format {format}")
+    return options
+
+
 def config_from_args(args):
     from .train import TrainConfig
+    options = pattern_options(args.pattern, args.format)
+    if args.distribution:
+        options["distribution"] = args.distribution
+    options.update(_parse_options(args.opt))
     return TrainConfig(model=args.model, method=args.method, sparsity=args.sparsity,
                        epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
                        momentum=args.momentum, weight_decay=args.weight_decay,
                        optimizer=args.optimizer, schedule=args.schedule, seed=args.seed,
                        data=args.data, dataset=args.dataset, device=args.device,
-                       progress=not args.no_progress, method_options=_parse_options(args.opt))
+                       progress=not args.no_progress, method_options=options)
 
 
 def summary_line(record) -> str:

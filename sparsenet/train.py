@@ -157,8 +157,18 @@ def fit(model, optimizer, scheduler, method, loader, test_arrays, epochs, input_
     fwd_sparse, _ = metrics.forward_flops(model, positions)
     flops = {"inference_relative": fwd_sparse / fwd_dense if fwd_dense else 1.0,
              "training_relative": train_flops / dense_flops if dense_flops else 1.0,
-             "inference_per_sample": fwd_sparse, "training_total": train_flops}
+             "inference_per_sample": fwd_sparse, "training_total": train_flops,
+             "dense_training_total": dense_flops}
     return history, flops
+
+
+def combine_flops(phases: list) -> dict:
+    """FLOPs of several training phases (e.g. dense training, then fine-tuning) as one run's."""
+    total = sum(f["training_total"] for f in phases)
+    dense = sum(f["dense_training_total"] for f in phases)
+    last = phases[-1]
+    return dict(last, training_relative=total / dense if dense else 1.0, training_total=total,
+                dense_training_total=dense)
 
 
 def run(config: TrainConfig, log=print, data=None) -> dict:
@@ -166,32 +176,38 @@ def run(config: TrainConfig, log=print, data=None) -> dict:
     return train_model(config, log=log, data=data)[1]
 
 
-def train_model(config: TrainConfig, log=print, model=None, data=None):
-    """Train and return (model, record). `data` may be preloaded `load_arrays` output."""
-    config.validate()
-    manual_seed(config.seed)
-    x_train, y_train, x_test, y_test, origin = data or load_arrays(config.data, config.dataset)
-    input_shape = x_train.shape[1:]
-    model = model or build_model(config.model, input_shape=input_shape,
-                                 num_classes=int(y_train.max()) + 1)
-    options = dict(config.method_options)
-    if config.method != "dense":
-        options.setdefault("sparsity", config.sparsity)
-    method = get_method(config.method, **options)
-    loader = BatchLoader(x_train, y_train, config.batch_size, shuffle=True, seed=config.seed)
-    epochs = min(config.epochs, 2) if fast_mode() else config.epochs
-    if config.device != "cpu":
-        model.to(config.device)
+def epochs_for(config: TrainConfig, epochs=None) -> int:
+    """The epochs a phase really runs: fast mode (SPARSENET_FAST=1) caps them at 2."""
+    epochs = config.epochs if epochs is None else epochs
+    return min(epochs, 2) if fast_mode() else epochs
+
+
+def train_phase(model, method, config: TrainConfig, data, epochs, log=print, lr=None, seed_offset=0):
+    """One phase of training: set the method up, build optimizer and schedule, run `fit`.
+
+    Returns (history, flops, optimizer). Multi-phase methods (lottery tickets, prune then
+    fine-tune) call this once per phase; `lr` overrides the configured learning rate.
+    """
+    x_train, y_train, x_test, y_test, _ = data
+    loader = BatchLoader(x_train, y_train, config.batch_size, shuffle=True,
+                         seed=config.seed + seed_offset)
     # the method may replace layers (sparsify) before the optimizer sees the parameters
     method.setup(model, None, loader, epochs * len(loader))
-    optimizer = make_optimizer(config, model.parameters())
+    phase_config = config if lr is None else dataclasses.replace(config, lr=lr)
+    optimizer = make_optimizer(phase_config, model.parameters())
     method.optimizer = optimizer
-    scheduler = make_scheduler(config, optimizer, len(loader))
-
-    start = time.perf_counter()
+    scheduler = make_scheduler(dataclasses.replace(phase_config, epochs=epochs), optimizer,
+                               len(loader))
     history, flops = fit(model, optimizer, scheduler, method, loader, (x_test, y_test), epochs,
-                         input_shape, device=config.device, progress=config.progress, log=log)
-    train_seconds = time.perf_counter() - start
+                         x_train.shape[1:], device=config.device, progress=config.progress,
+                         log=log)
+    return history, flops, optimizer
+
+
+def make_record(config: TrainConfig, model, method, optimizer, data, history, flops,
+                train_seconds, epochs, **extra) -> dict:
+    """The JSON-able record of a finished run (fields listed in the README)."""
+    _, y_train, x_test, y_test, origin = data
     test_acc, predictions = evaluate(model, x_test, y_test, device=config.device)
     summary = metrics.sparsity_summary(model)
     record = {
@@ -210,4 +226,33 @@ def train_model(config: TrainConfig, log=print, model=None, data=None):
                             if k not in ("progress",)},
         "method_details": method.describe(), "versions": versions(),
     }
+    record.update(extra)
+    return record
+
+
+def train_model(config: TrainConfig, log=print, model=None, data=None):
+    """Train and return (model, record). `data` may be preloaded `load_arrays` output.
+
+    A method that needs more than one training phase defines `train_model(config, model, data,
+    log)` and is handed the whole run (see lottery.py); every other method runs one phase.
+    """
+    config.validate()
+    manual_seed(config.seed)
+    data = data or load_arrays(config.data, config.dataset)
+    x_train, y_train = data[0], data[1]
+    model = model or build_model(config.model, input_shape=x_train.shape[1:],
+                                 num_classes=int(y_train.max()) + 1)
+    if config.device != "cpu":
+        model.to(config.device)
+    options = dict(config.method_options)
+    if config.method != "dense":
+        options.setdefault("sparsity", config.sparsity)
+    method = get_method(config.method, **options)
+    if hasattr(method, "train_model"):
+        return method.train_model(config, model, data, log)
+    epochs = epochs_for(config)
+    start = time.perf_counter()
+    history, flops, optimizer = train_phase(model, method, config, data, epochs, log)
+    record = make_record(config, model, method, optimizer, data, history, flops,
+                         time.perf_counter() - start, epochs)
     return model, record

@@ -48,7 +48,55 @@ class Dense(Method):
     """No sparsity: the baseline every method is compared against."""
 
 
+FORMATS = ("csr", "block", "nm", "masked")
+
+
+class SparseMethod(Method):
+    """A method with a target sparsity stored in a sparse format (the options every one shares).
+
+    sparsity: fraction of weights removed overall; format: csr | block | nm | masked (the rule
+    is the same, the format enforces the structure); block_size for block, n and m for N:M;
+    distribution: how the sparsity is shared among layers (uniform | er | erk);
+    dense_layers: layer names (or 'first' / 'last') kept dense.
+    """
+
+    def __init__(self, sparsity=0.9, format="csr", block_size=16, n=2, m=4,
+                 distribution="erk", dense_layers=()):
+        if not 0 <= sparsity < 1:
+            raise ValueError(f"sparsity must be in [0, 1), got {sparsity}")
+        if format not in FORMATS:
+            raise ValueError(f"format must be one of {FORMATS}, got {format!r}")
+        if format == "nm" and not (isinstance(n, int) and isinstance(m, int) and 0 < n < m):
+            raise ValueError(f"the N:M format needs integers 0 < n < m, got n={n}, m={m}")
+        if distribution not in ("uniform", "er", "erk"):
+            raise ValueError(f"distribution must be uniform, er or erk, got {distribution!r}")
+        self.sparsity, self.format, self.distribution = sparsity, format, distribution
+        self.block_size, self.n, self.m = block_size, n, m
+        self.dense_layers = tuple([dense_layers] if isinstance(dense_layers, str) else dense_layers)
+
+    def format_options(self) -> dict:
+        return {"block": {"block_size": self.block_size}, "nm": {"n": self.n, "m": self.m}
+                }.get(self.format, {})
+
+    def sparsify(self, model, from_dense=False, rng=None, sparsity=None):
+        """Swap the model's dense layers for sparse ones of this method's format (in place)."""
+        from .common import sparsify_model
+        return sparsify_model(model, self.sparsity if sparsity is None else sparsity,
+                              format=self.format, distribution=self.distribution,
+                              dense_layers=self.dense_layers, from_dense=from_dense, rng=rng,
+                              **self.format_options())
+
+    def describe(self) -> dict:
+        return {"format": self.format, "distribution": self.distribution,
+                **self.format_options()}
+
+
 _REGISTRY = {"dense": Dense}
+
+
+def _ignore_sparse_options(**options):
+    """`dense` accepts (and ignores) the options the command line passes every method."""
+    return Dense()
 
 
 def register(name: str):
@@ -67,4 +115,6 @@ def available() -> list:
 def get_method(name: str, **options) -> Method:
     if name not in _REGISTRY:
         raise ValueError(f"unknown method {name!r}: expected one of {', '.join(available())}")
+    if name == "dense":
+        return _ignore_sparse_options(**options)
     return _REGISTRY[name](**options)
