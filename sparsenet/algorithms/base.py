@@ -108,11 +108,32 @@ def register(name: str):
     return add
 
 
+_HELPER_MODULES = {"base", "common", "distributions", "schedules"}
+_discovered = False
+
+
+def _discover():
+    """Import every algorithm file once: each registers its methods with @register."""
+    global _discovered
+    if _discovered:
+        return
+    import importlib
+    import pkgutil
+
+    from .. import algorithms
+    for info in pkgutil.iter_modules(algorithms.__path__):
+        if info.name not in _HELPER_MODULES and not info.name.startswith("_"):
+            importlib.import_module(f"{algorithms.__name__}.{info.name}")
+    _discovered = True
+
+
 def available() -> list:
+    _discover()
     return sorted(_REGISTRY)
 
 
 def get_method(name: str, **options) -> Method:
+    _discover()
     if name not in _REGISTRY:
         raise ValueError(f"unknown method {name!r}: expected one of {', '.join(available())}")
     if name == "dense":
