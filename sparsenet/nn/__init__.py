@@ -3,6 +3,8 @@ from . import functional, init
 from .layers import Conv2d, Dropout, Flatten, Linear, MaxPool2d, ReLU, Sequential, Tanh
 from .models import build_model
 from .module import Module, Parameter
+from .sparse_layers import SparseConv2d, SparseLinear
 
 __all__ = ["functional", "init", "Module", "Parameter", "Linear", "Conv2d", "ReLU", "Tanh",
-           "Flatten", "Dropout", "MaxPool2d", "Sequential", "build_model"]
+           "Flatten", "Dropout", "MaxPool2d", "Sequential", "build_model", "SparseLinear",
+           "SparseConv2d"]

@@ -32,9 +32,11 @@ class SparseLinearFunction(Function):
 
     def forward(self, x, values, bias=None, weight=None, remember=None):
         if x.ndim != 2 or x.shape[1] != weight.shape[1]:
-            raise ValueError(f"sparse linear: input must be (batch, {weight.shape[1]}), got {x.shape}")
+            raise ValueError(f"sparse linear: input must be (batch, {weight.shape[1]}), "
+                             f"got {x.shape}")
         if x.dtype != values.dtype:
-            raise TypeError(f"sparse linear: input dtype {x.dtype} differs from weight dtype {values.dtype}")
+            raise TypeError(f"sparse linear: input dtype {x.dtype} differs from weight dtype "
+                            f"{values.dtype}")
         X = backend.array_module(x).ascontiguousarray(x.T)     # (in, batch): a no-op when x came
         Y = weight.spmm(X, values)                             # (out, batch)  from a sparse layer
         if bias is not None:
@@ -71,17 +73,19 @@ class SparseConv2dFunction(Function):
 
     def forward(self, x, values, bias=None, weight=None, kernel=(1, 1), stride=(1, 1),
                 padding=(0, 0), remember=None):
-        if x.ndim != 4 or x.shape[1] * kernel[0] * kernel[1] != weight.shape[1]:
-            raise ValueError(f"sparse conv2d: input must be (batch, {weight.shape[1] // (kernel[0] * kernel[1])}"
-                             f", H, W), got {x.shape}")
+        channels = weight.shape[1] // (kernel[0] * kernel[1])
+        if x.ndim != 4 or x.shape[1] != channels:
+            raise ValueError(f"sparse conv2d: input must be (batch, {channels}, H, W), got {x.shape}")
         if x.dtype != values.dtype:
-            raise TypeError(f"sparse conv2d: input dtype {x.dtype} differs from weight dtype {values.dtype}")
+            raise TypeError(f"sparse conv2d: input dtype {x.dtype} differs from weight dtype "
+                            f"{values.dtype}")
         cols, (padded_shape, h_out, w_out) = _columns(x, kernel, stride, padding)
         Y = weight.spmm(cols, values)                                      # (out, B*Ho*Wo)
         if bias is not None:
             Y += bias[:, None]
         self.weight, self.values, self.cols, self.remember = weight, values, cols, remember
-        self.has_bias, self.kernel, self.stride, self.padding = bias is not None, kernel, stride, padding
+        self.has_bias = bias is not None
+        self.kernel, self.stride, self.padding = kernel, stride, padding
         self.geometry = (x.shape, padded_shape, h_out, w_out)
         return Y.reshape(-1, x.shape[0], h_out, w_out).transpose(1, 0, 2, 3)   # (B, out, Ho, Wo)
 
@@ -120,17 +124,19 @@ def resolve_density(format, sparsity=None, density=None, n=2, m=4) -> float:
     return 0.1 if density is None else density
 
 
-def random_weight(shape, format="csr", density=0.1, block_size=16, n=2, m=4,
+def random_weight(shape, format="csr", sparsity=None, density=None, block_size=16, n=2, m=4,
                   constant_fan_in=False, init="kaiming_uniform", dtype=np.float32, rng=None):
-    """A random pattern at `density` with values drawn for its true fan-in (stored inputs per
-    output), so activations keep the scale a dense layer of that fan-in would give them."""
+    """A random pattern (see `resolve_density`) with values drawn for its true fan-in (stored
+    inputs per output), so activations keep the scale a dense layer of that fan-in gives them."""
+    density = resolve_density(format, sparsity, density, n, m)
+    init_fn = get_init(init)
     rng = rng if rng is not None else random.generator()
     weight = random_pattern(format, shape, density, rng, dtype, block_size, n, m, constant_fan_in)
     fan_in, fan_out = weight.nnz / shape[0], weight.nnz / shape[1]
     kwargs = {"fan_out": fan_out} if init.startswith("glorot") else {}
     # The init functions read fans from a weight shape; ours are passed explicitly and the
     # (nnz, 1) shape only meets their 2-D requirement.
-    drawn = get_init(init)((weight.nnz, 1), fan_in=fan_in, dtype=dtype, rng=rng, **kwargs).ravel()
+    drawn = init_fn((weight.nnz, 1), fan_in=fan_in, dtype=dtype, rng=rng, **kwargs).ravel()
     if isinstance(weight, Masked):            # one number per True entry, in row-major order
         dense = np.zeros(weight.values.size, dtype=dtype)
         dense[weight.mask().ravel()] = drawn
@@ -144,7 +150,13 @@ class _SparseLayer(Module):
 
     kind = ""
 
-    def _attach(self, weight, bias, keep_for_growth):
+    def _setup(self, shape, weight, bias, keep_for_growth, **random_options):
+        """Take `weight`, or draw a random one (`random_weight` options); add values and bias."""
+        self.weight_shape = shape
+        if weight is None:
+            weight = random_weight(shape, **random_options)
+        elif random_options["sparsity"] is not None or random_options["density"] is not None:
+            raise ValueError("give weight or sparsity/density, not both")
         if not isinstance(weight, SparseMatrix):
             raise TypeError(f"weight must be a sparse object (CSR, Block, NM, Masked), got "
                             f"{type(weight).__name__}")
@@ -199,7 +211,7 @@ class _SparseLayer(Module):
         if optimizer is not None:
             optimizer.remap(self.values, new_from_old)
 
-    def dense_grad_topk(self, grad_out=None, x=None, k=0, chunk_rows=256, dropped=None):
+    def dense_grad_topk(self, grad_out=None, x=None, k=None, chunk_rows=256, dropped=None):
         """The k empty units with the largest |dL/dW| (RigL growth), in bounded memory.
 
         grad_out and x are the layer's output gradient and input, as the layer sees them; left
@@ -207,6 +219,8 @@ class _SparseLayer(Module):
         or one count per constraint group. Units in `dropped` count as empty.
         Returns (rows, cols, scores) in unit coordinates.
         """
+        if k is None:
+            raise TypeError("dense_grad_topk needs k: how many units to grow (or one count per group)")
         if grad_out is None and x is None:
             if self.growth_arrays is None:
                 raise RuntimeError("no gradient kept: pass grad_out and x, or set "
@@ -270,7 +284,9 @@ class _SparseLayer(Module):
                    dtype=np.dtype(config["dtype"]), rng=np.random.default_rng(0), **options)
 
     def extra_repr(self):
-        return (f"{self._shape_repr()}, format={self.format}, density={self._weight.density:.4f}, "
+        shape = ", ".join(f"{k}={tuple(v) if isinstance(v, list) else v}"
+                          for k, v in self._shape_config().items())
+        return (f"{shape}, format={self.format}, density={self._weight.density:.4f}, "
                 f"nnz={self._weight.nnz}, bias={self.bias is not None}")
 
 
@@ -286,13 +302,9 @@ class SparseLinear(_SparseLayer):
         super().__init__()
         self.in_features = _positive_int(in_features, "in_features")
         self.out_features = _positive_int(out_features, "out_features")
-        self.weight_shape = (self.out_features, self.in_features)
-        if weight is None:
-            weight = random_weight(self.weight_shape, format, resolve_density(format, sparsity, density, n, m),
-                                   block_size, n, m, constant_fan_in, init, dtype, rng)
-        elif sparsity is not None or density is not None:
-            raise ValueError("give weight or sparsity/density, not both")
-        self._attach(weight, bias, keep_for_growth)
+        self._setup((self.out_features, self.in_features), weight, bias, keep_for_growth,
+                    format=format, sparsity=sparsity, density=density, block_size=block_size,
+                    n=n, m=m, constant_fan_in=constant_fan_in, init=init, dtype=dtype, rng=rng)
 
     def forward(self, x):
         return SparseLinearFunction.apply(*self._inputs(x), **self._forward_options())
@@ -303,9 +315,6 @@ class SparseLinear(_SparseLayer):
 
     def _shape_config(self):
         return dict(in_features=self.in_features, out_features=self.out_features)
-
-    def _shape_repr(self):
-        return f"in_features={self.in_features}, out_features={self.out_features}"
 
 
 class SparseConv2d(_SparseLayer):
@@ -323,14 +332,10 @@ class SparseConv2d(_SparseLayer):
         self.out_channels = _positive_int(out_channels, "out_channels")
         self.kernel_size = F._pair(kernel_size, "kernel_size")
         self.stride, self.padding = F._pair(stride, "stride"), F._pair(padding, "padding")
-        kh, kw = self.kernel_size
-        self.weight_shape = (self.out_channels, self.in_channels * kh * kw)
-        if weight is None:
-            weight = random_weight(self.weight_shape, format, resolve_density(format, sparsity, density, n, m),
-                                   block_size, n, m, constant_fan_in, init, dtype, rng)
-        elif sparsity is not None or density is not None:
-            raise ValueError("give weight or sparsity/density, not both")
-        self._attach(weight, bias, keep_for_growth)
+        shape = (self.out_channels, self.in_channels * self.kernel_size[0] * self.kernel_size[1])
+        self._setup(shape, weight, bias, keep_for_growth,
+                    format=format, sparsity=sparsity, density=density, block_size=block_size,
+                    n=n, m=m, constant_fan_in=constant_fan_in, init=init, dtype=dtype, rng=rng)
 
     def forward(self, x):
         return SparseConv2dFunction.apply(*self._inputs(x), kernel=self.kernel_size,
@@ -346,7 +351,3 @@ class SparseConv2d(_SparseLayer):
         return dict(in_channels=self.in_channels, out_channels=self.out_channels,
                     kernel_size=list(self.kernel_size), stride=list(self.stride),
                     padding=list(self.padding))
-
-    def _shape_repr(self):
-        return (f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, "
-                f"stride={self.stride}, padding={self.padding}")

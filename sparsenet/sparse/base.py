@@ -19,19 +19,15 @@ from abc import ABC, abstractmethod
 import numpy as np
 
 from .. import backend
+from ..kernels import get_backend
 
 FLOAT_DTYPES = (np.float32, np.float64)
 
 
 # ----- kernels ---------------------------------------------------------------------------
 def kernels_for(*arrays):
-    """The kernel module (reference, cpu or gpu) that works on these arrays."""
-    from .. import kernels
-    if hasattr(kernels, "get_backend"):
-        return kernels.get_backend(*arrays)
-    # TODO(kernels): until get_backend exists, the Numba kernels if present, else the reference
-    from ..kernels import cpu, reference
-    return cpu if hasattr(cpu, "csr_spmm") else reference
+    """The kernel module (cpu, or gpu for CuPy arrays) that works on these arrays."""
+    return get_backend(*arrays)
 
 
 # ----- shared argument checks ------------------------------------------------------------
@@ -95,22 +91,25 @@ def units_for_density(density, n_units, name="density") -> int:
 
 
 def top_k_mask(scores, k):
-    """Boolean mask of the k largest entries of `scores` (any shape); ties go to lower flat index.
-
-    A stable sort makes the choice deterministic, so two formats ranking the same scores keep
-    exactly the same entries.
-    """
-    flat = scores.ravel()
+    """Boolean mask of the k largest entries of `scores` (any shape); ties go to the lower flat
+    index (the kernels' rule), so two formats ranking the same scores keep the same entries."""
+    flat = np.ascontiguousarray(scores).ravel()
     keep = np.zeros(flat.shape, dtype=bool)
-    keep[np.argsort(-flat, kind="stable")[:k]] = True
+    keep[kernels_for(flat).topk_flat(flat, k)] = True
     return keep.reshape(scores.shape)
 
 
 def top_k_per_row_mask(scores, k):
-    """Boolean mask keeping the k largest entries of each row along the last axis."""
-    order = np.argsort(-scores, axis=-1, kind="stable")[..., :k]
+    """Boolean mask of the k largest entries along the last axis of 2-D (rows) or 3-D (groups)
+    scores; ties go to the lower position."""
+    scores = np.ascontiguousarray(scores)
+    kernels = kernels_for(scores)
+    if scores.ndim == 2:
+        order = kernels.topk_per_row(scores, k, np.empty((scores.shape[0], k), np.int32))
+    else:
+        order = kernels.topk_per_group(scores, k, np.empty((*scores.shape[:2], k), np.uint8))
     keep = np.zeros(scores.shape, dtype=bool)
-    np.put_along_axis(keep, order, True, axis=-1)
+    np.put_along_axis(keep, order.astype(np.int64), True, axis=-1)
     return keep
 
 
@@ -125,6 +124,23 @@ def check_operand(x, n, dtype, name):
         raise TypeError(f"{name} has dtype {x.dtype} but the weights are {dtype}; "
                         "convert explicitly with .astype()")
     return backend.array_module(x).ascontiguousarray(x)
+
+
+def output(out, shape, dtype, like):
+    """`out` checked, or a new array of `shape` on the device of `like`."""
+    if out is None:
+        return backend.array_module(like).empty(shape, dtype=dtype)
+    return check_out(out, shape, dtype)
+
+
+def check_out(out, shape, dtype, name="out"):
+    """A caller-provided output array must already be right: it is written, never reallocated."""
+    if out.shape != tuple(shape) or out.dtype != dtype:
+        raise ValueError(f"{name} must have shape {tuple(shape)} and dtype {dtype}, got "
+                         f"{out.shape} {out.dtype}")
+    if not out.flags.c_contiguous:
+        raise ValueError(f"{name} must be C-contiguous")
+    return out
 
 
 # ----- the common interface --------------------------------------------------------------
@@ -313,70 +329,3 @@ class SparseMatrix(ABC):
         element: shape (n_grow, *unit_shape). new_from_old (int64, one per new value): the old
         position of each value, or -1 for a grown one. The object itself never changes.
         """
-
-
-def check_out(out, shape, dtype, name="out"):
-    """A caller-provided output array must already be right: it is written, never reallocated."""
-    if out.shape != tuple(shape) or out.dtype != dtype:
-        raise ValueError(f"{name} must have shape {tuple(shape)} and dtype {dtype}, got "
-                         f"{out.shape} {out.dtype}")
-    if not out.flags.c_contiguous:
-        raise ValueError(f"{name} must be C-contiguous")
-    return out
-
-
-def choose_elements(array, density=None, mask=None, constant_fan_in=False):
-    """Boolean mask of the elements `from_dense` keeps (shared by CSR and Masked, so both pick
-    the same ones): the largest |.| at `density` (per row with constant fan-in), the True
-    entries of `mask`, or else the nonzeros."""
-    check_dense(array)
-    if density is not None and mask is not None:
-        raise ValueError("give density or mask, not both")
-    if mask is not None:
-        return check_mask(mask, array.shape)
-    if density is None:
-        return array != 0
-    if constant_fan_in:
-        return top_k_per_row_mask(np.abs(array), units_for_density(density, array.shape[1]))
-    return top_k_mask(np.abs(array), units_for_density(density, array.size))
-
-
-def check_compressed(indptr, indices, n_rows, n_cols):
-    """Validate a compressed-row index (CSR, or Block over its block grid), vectorized.
-
-    Returns (indptr as int64, indices as int32, row lengths): the kernels' index dtypes.
-    """
-    indptr = check_index_array(indptr, "indptr")
-    indices = check_index_array(indices, "indices")
-    if indptr.shape != (n_rows + 1,):
-        raise ValueError(f"indptr must have n_rows + 1 = {n_rows + 1} entries, got {indptr.shape}")
-    nnz = indices.size
-    if indptr[0] != 0 or indptr[-1] != nnz:
-        raise ValueError(f"indptr must start at 0 and end at len(indices) = {nnz}, "
-                         f"got {indptr[0]} and {indptr[-1]}")
-    row_len = np.diff(indptr)
-    if (row_len < 0).any():
-        raise ValueError("indptr must be non-decreasing")
-    if n_cols >= 2 ** 31:
-        raise ValueError(f"shape: {n_cols} columns do not fit int32 column indices")
-    if nnz and (indices.min() < 0 or indices.max() >= n_cols):
-        raise ValueError(f"indices must lie in [0, {n_cols}), got values in "
-                         f"[{indices.min()}, {indices.max()}]")
-    if nnz > 1:
-        step = np.diff(indices.astype(np.int64))
-        row_start = np.zeros(nnz, dtype=bool)
-        row_start[indptr[:-1][row_len > 0]] = True
-        inside = ~row_start[1:]                        # consecutive entries of the same row
-        if (inside & (step == 0)).any():
-            raise ValueError("indices has a duplicate column within a row")
-        if (inside & (step < 0)).any():
-            raise ValueError("indices must be sorted (increasing) within each row")
-    return indptr.astype(np.int64, copy=False), indices.astype(np.int32, copy=False), row_len
-
-
-def check_block_size(block_size, shape):
-    if isinstance(block_size, bool) or not isinstance(block_size, (int, np.integer)) or block_size <= 0:
-        raise ValueError(f"block_size must be a positive integer, got {block_size!r}")
-    if shape[0] % block_size or shape[1] % block_size:
-        raise ValueError(f"block_size {block_size} must divide both dimensions of shape {shape}")
-    return int(block_size)

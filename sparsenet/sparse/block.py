@@ -10,10 +10,18 @@ from __future__ import annotations
 import numpy as np
 
 from .. import backend
-from .base import (SparseMatrix, check_block_size, check_compressed, check_dense, check_index_array,
-                   check_mask, check_operand, check_out, check_shape, check_values, kernels_for,
-                   top_k_mask, units_for_density)
+from .base import (SparseMatrix, check_dense, check_index_array, check_mask, check_operand,
+                   check_shape, check_values, kernels_for, output, top_k_mask, units_for_density)
+from .csr import check_compressed
 from .topology import check_grow_values, check_update_args, gather_values, merge_pattern
+
+
+def check_block_size(block_size, shape):
+    if isinstance(block_size, bool) or not isinstance(block_size, (int, np.integer)) or block_size <= 0:
+        raise ValueError(f"block_size must be a positive integer, got {block_size!r}")
+    if shape[0] % block_size or shape[1] % block_size:
+        raise ValueError(f"block_size {block_size} must divide both dimensions of shape {shape}")
+    return int(block_size)
 
 
 def _tiles(dense, bs):
@@ -166,8 +174,7 @@ class Block(SparseMatrix):
         blocks = self._blocks_of(values)                                    # (nnzb, bs, bs)
         X = check_operand(X, self.shape[1], blocks.dtype, "X")              # (n_cols, k)
         shape = (self.shape[0], X.shape[1])
-        xp = backend.array_module(X)
-        out = xp.empty(shape, dtype=blocks.dtype) if out is None else check_out(out, shape, blocks.dtype)
+        out = output(out, shape, blocks.dtype, like=X)
         kernels_for(blocks, X).bsr_spmm(self.indptr, self.indices, blocks, X, out)
         return out                                                          # (n_rows, k)
 
@@ -175,8 +182,7 @@ class Block(SparseMatrix):
         blocks = self._blocks_of(values)
         G = check_operand(G, self.shape[0], blocks.dtype, "G")              # (n_rows, k)
         shape = (self.shape[1], G.shape[1])
-        xp = backend.array_module(G)
-        out = xp.empty(shape, dtype=blocks.dtype) if out is None else check_out(out, shape, blocks.dtype)
+        out = output(out, shape, blocks.dtype, like=G)
         colptr, rowind, perm = self.transposed_index()
         kernels_for(blocks, G).bsr_spmm_t(colptr, rowind, perm, blocks, G, out)
         return out                                                          # (n_cols, k)
@@ -186,8 +192,7 @@ class Block(SparseMatrix):
         B = check_operand(B, self.shape[1], self.dtype, "B")                # (n_cols, k)
         if A.shape[1] != B.shape[1]:
             raise ValueError(f"A and B must have the same k, got {A.shape} and {B.shape}")
-        xp = backend.array_module(A)
-        out = xp.empty(self.nnz, dtype=self.dtype) if out is None else check_out(out, (self.nnz,), self.dtype)
+        out = output(out, (self.nnz,), self.dtype, like=A)
         bs = self.block_size
         kernels_for(A, B).bsr_sddmm(self.indptr, self.indices, A, B, out.reshape(-1, bs, bs))
         return out                                                          # (nnzb * bs * bs,)
@@ -206,7 +211,7 @@ class Block(SparseMatrix):
         grow_values = check_grow_values(grow_values, grow_rows.size, (bs, bs), self.dtype)
         block_rows, block_cols = self.unit_coords()
         new_keys, source = merge_pattern(block_rows * n_block_cols + block_cols, drop,
-                                         grow_rows * n_block_cols + grow_cols)
+                                         grow_rows * n_block_cols + grow_cols, n_block_cols)
         values, new_from_old = gather_values(backend.to_numpy(self.values), source, grow_values,
                                              unit_size=bs * bs)
         counts = np.bincount(new_keys // n_block_cols, minlength=n_block_rows)

@@ -109,7 +109,8 @@ def sparsify(model, sparsity=None, format="csr", layers=None, density_per_layer=
         raise ValueError(f"format must be one of {sorted(FORMATS)}, got {format!r}")
     extra = set(format_options) - set(OPTION_NAMES[format])
     if extra:
-        raise TypeError(f"format {format!r} takes the options {OPTION_NAMES[format]}, got {sorted(extra)}")
+        raise TypeError(f"format {format!r} takes the options {OPTION_NAMES[format]}, "
+                        f"got {sorted(extra)}")
     n, m = format_options.get("n", 2), format_options.get("m", 4)
     chosen = _chosen_layers(model, layers, keep_dense)
     densities = dict(density_per_layer or {})

@@ -12,9 +12,59 @@ from __future__ import annotations
 import numpy as np
 
 from .. import backend
-from .base import (SparseMatrix, check_compressed, check_index_array, check_operand, check_out,
-                   check_shape, check_values, choose_elements, kernels_for)
+from .base import (SparseMatrix, check_dense, check_index_array, check_mask, check_operand,
+                   check_shape, check_values, kernels_for, output, top_k_mask, top_k_per_row_mask,
+                   units_for_density)
 from .topology import check_grow_values, check_update_args, gather_values, merge_pattern
+
+
+def check_compressed(indptr, indices, n_rows, n_cols):
+    """Validate a compressed-row index (CSR, or Block over its block grid), vectorized.
+
+    Returns (indptr as int64, indices as int32, row lengths): the kernels' index dtypes.
+    """
+    indptr = check_index_array(indptr, "indptr")
+    indices = check_index_array(indices, "indices")
+    if indptr.shape != (n_rows + 1,):
+        raise ValueError(f"indptr must have n_rows + 1 = {n_rows + 1} entries, got {indptr.shape}")
+    nnz = indices.size
+    if indptr[0] != 0 or indptr[-1] != nnz:
+        raise ValueError(f"indptr must start at 0 and end at len(indices) = {nnz}, "
+                         f"got {indptr[0]} and {indptr[-1]}")
+    row_len = np.diff(indptr)
+    if (row_len < 0).any():
+        raise ValueError("indptr must be non-decreasing")
+    if n_cols >= 2 ** 31:
+        raise ValueError(f"shape: {n_cols} columns do not fit int32 column indices")
+    if nnz and (indices.min() < 0 or indices.max() >= n_cols):
+        raise ValueError(f"indices must lie in [0, {n_cols}), got values in "
+                         f"[{indices.min()}, {indices.max()}]")
+    if nnz > 1:
+        step = np.diff(indices.astype(np.int64))
+        row_start = np.zeros(nnz, dtype=bool)
+        row_start[indptr[:-1][row_len > 0]] = True
+        inside = ~row_start[1:]                        # consecutive entries of the same row
+        if (inside & (step == 0)).any():
+            raise ValueError("indices has a duplicate column within a row")
+        if (inside & (step < 0)).any():
+            raise ValueError("indices must be sorted (increasing) within each row")
+    return indptr.astype(np.int64, copy=False), indices.astype(np.int32, copy=False), row_len
+
+
+def choose_elements(array, density=None, mask=None, constant_fan_in=False):
+    """Boolean mask of the elements `from_dense` keeps (shared by CSR and Masked, so both pick
+    the same ones): the largest |.| at `density` (per row with constant fan-in), the True
+    entries of `mask`, or else the nonzeros."""
+    check_dense(array)
+    if density is not None and mask is not None:
+        raise ValueError("give density or mask, not both")
+    if mask is not None:
+        return check_mask(mask, array.shape)
+    if density is None:
+        return array != 0
+    if constant_fan_in:
+        return top_k_per_row_mask(np.abs(array), units_for_density(density, array.shape[1]))
+    return top_k_mask(np.abs(array), units_for_density(density, array.size))
 
 
 class CSR(SparseMatrix):
@@ -99,18 +149,16 @@ class CSR(SparseMatrix):
     def spmm(self, X, values=None, out=None):
         values = self._values_or_own(values)
         X = check_operand(X, self.shape[1], values.dtype, "X")              # (n_cols, k)
-        xp = backend.array_module(X)
         shape = (self.shape[0], X.shape[1])
-        out = xp.empty(shape, dtype=values.dtype) if out is None else check_out(out, shape, values.dtype)
+        out = output(out, shape, values.dtype, like=X)
         kernels_for(values, X).csr_spmm(self.indptr, self.indices, values, X, out)
         return out                                                          # (n_rows, k)
 
     def spmm_t(self, G, values=None, out=None):
         values = self._values_or_own(values)
         G = check_operand(G, self.shape[0], values.dtype, "G")              # (n_rows, k)
-        xp = backend.array_module(G)
         shape = (self.shape[1], G.shape[1])
-        out = xp.empty(shape, dtype=values.dtype) if out is None else check_out(out, shape, values.dtype)
+        out = output(out, shape, values.dtype, like=G)
         colptr, rowind, perm = self.transposed_index()
         kernels_for(values, G).csr_spmm_t(colptr, rowind, perm, values, G, out)
         return out                                                          # (n_cols, k)
@@ -120,8 +168,7 @@ class CSR(SparseMatrix):
         B = check_operand(B, self.shape[1], self.dtype, "B")                # (n_cols, k)
         if A.shape[1] != B.shape[1]:
             raise ValueError(f"A and B must have the same k, got {A.shape} and {B.shape}")
-        xp = backend.array_module(A)
-        out = xp.empty(self.nnz, dtype=self.dtype) if out is None else check_out(out, (self.nnz,), self.dtype)
+        out = output(out, (self.nnz,), self.dtype, like=A)
         kernels_for(A, B).csr_sddmm(self.indptr, self.indices, A, B, out)
         return out                                                          # (nnz,)
 
@@ -142,7 +189,8 @@ class CSR(SparseMatrix):
         grow_rows, grow_cols = check_update_args(drop, grow_rows, grow_cols, self.nnz, self.shape)
         grow_values = check_grow_values(grow_values, grow_rows.size, (), self.dtype)
         rows, cols = self.coords()
-        new_keys, source = merge_pattern(rows * n_cols + cols, drop, grow_rows * n_cols + grow_cols)
+        new_keys, source = merge_pattern(rows * n_cols + cols, drop, grow_rows * n_cols + grow_cols,
+                                         n_cols)
         counts = np.bincount(new_keys // n_cols, minlength=n_rows)
         if self.constant_fan_in and (counts != counts[0]).any():
             bad = int(np.flatnonzero(counts != self.nnz // n_rows)[0])

@@ -15,7 +15,8 @@ import numpy as np
 
 from .. import backend
 from .base import (SparseMatrix, check_index_array, check_mask, check_operand, check_out,
-                   check_shape, check_values, choose_elements)
+                   check_shape, check_values)
+from .csr import choose_elements
 from .topology import check_grow_values, check_update_args, merge_pattern
 
 
@@ -144,7 +145,7 @@ class Masked(SparseMatrix):
         grow_values = check_grow_values(grow_values, grow_rows.size, (), self.dtype)
         stored = np.flatnonzero(self._mask)                       # dense positions of the units
         grow_at = grow_rows * n_cols + grow_cols
-        new_keys, _ = merge_pattern(stored, drop, grow_at)        # checks the grow positions
+        new_keys, _ = merge_pattern(stored, drop, grow_at, n_cols)    # checks grow positions
         mask = np.zeros(self._mask.size, dtype=bool)
         mask[new_keys] = True
         mask = mask.reshape(self.shape)

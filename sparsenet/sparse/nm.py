@@ -14,7 +14,7 @@ import numpy as np
 
 from .. import backend
 from .base import (SparseMatrix, check_dense, check_index_array, check_mask, check_operand,
-                   check_out, check_shape, check_values, kernels_for, top_k_per_row_mask)
+                   check_shape, check_values, kernels_for, output, top_k_per_row_mask)
 from .topology import check_grow_values, check_update_args, gather_values, merge_pattern
 
 
@@ -135,8 +135,7 @@ class NM(SparseMatrix):
         values = self._values_or_own(values).reshape(self.idx.shape)        # (n_rows, n_groups, N)
         X = check_operand(X, self.shape[1], values.dtype, "X")              # (n_cols, k)
         shape = (self.shape[0], X.shape[1])
-        xp = backend.array_module(X)
-        out = xp.empty(shape, dtype=values.dtype) if out is None else check_out(out, shape, values.dtype)
+        out = output(out, shape, values.dtype, like=X)
         kernels_for(values, X).nm_spmm(values, self.idx, self.m, X, out)
         return out                                                          # (n_rows, k)
 
@@ -144,8 +143,7 @@ class NM(SparseMatrix):
         values = self._values_or_own(values).reshape(self.idx.shape)
         G = check_operand(G, self.shape[0], values.dtype, "G")              # (n_rows, k)
         shape = (self.shape[1], G.shape[1])
-        xp = backend.array_module(G)
-        out = xp.empty(shape, dtype=values.dtype) if out is None else check_out(out, shape, values.dtype)
+        out = output(out, shape, values.dtype, like=G)
         kernels_for(values, G).nm_spmm_t(values, self.idx, self.m, G, out)
         return out                                                          # (n_cols, k)
 
@@ -154,8 +152,7 @@ class NM(SparseMatrix):
         B = check_operand(B, self.shape[1], self.dtype, "B")                # (n_cols, k)
         if A.shape[1] != B.shape[1]:
             raise ValueError(f"A and B must have the same k, got {A.shape} and {B.shape}")
-        xp = backend.array_module(A)
-        out = xp.empty(self.nnz, dtype=self.dtype) if out is None else check_out(out, (self.nnz,), self.dtype)
+        out = output(out, (self.nnz,), self.dtype, like=A)
         kernels_for(A, B).nm_sddmm(self.idx, self.m, A, B, out.reshape(self.idx.shape))
         return out                                                          # (nnz,)
 
@@ -175,7 +172,8 @@ class NM(SparseMatrix):
         grow_rows, grow_cols = check_update_args(drop, grow_rows, grow_cols, self.nnz, self.shape)
         grow_values = check_grow_values(grow_values, grow_rows.size, (), self.dtype)
         rows, cols = self.coords()
-        new_keys, source = merge_pattern(rows * n_cols + cols, drop, grow_rows * n_cols + grow_cols)
+        new_keys, source = merge_pattern(rows * n_cols + cols, drop, grow_rows * n_cols + grow_cols,
+                                         n_cols)
         self._check_group_counts(new_keys // self.m, self.n_groups, self.n, self.groups_per_row,
                                  f"the {self.n}:{self.m} rule: drops and grows must balance "
                                  "within each group")

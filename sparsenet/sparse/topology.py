@@ -2,15 +2,16 @@
 
 - `merge_pattern` / `gather_values`: the bookkeeping behind every format's `update`: which old
   value each new value came from (so optimizer state follows its weight).
-- `random_units`: a uniformly random pattern at a density, per format (the initial topology).
-- `topk_empty_units`: the best empty units by some score computed a block of rows at a time, so
-  RigL-style growth over a dense gradient (or SET-style random growth) never holds the dense matrix.
+- `random_pattern`: a uniformly random pattern at a density, per format (the initial topology).
+- `topk_empty_units`: the best empty units by some score computed a chunk of rows at a time, so
+  growth never holds a dense matrix: `dense_grad_topk` (RigL: largest |gradient|) and
+  `random_empty_units` (SET: uniformly random) are two scores on it.
 """
 from __future__ import annotations
 
 import numpy as np
 
-from .base import check_block_size, check_index_array, check_shape, units_for_density
+from .base import check_index_array, check_shape, units_for_density
 
 
 def check_update_args(drop, grow_rows, grow_cols, n_units, grid):
@@ -32,7 +33,7 @@ def check_update_args(drop, grow_rows, grow_cols, n_units, grid):
     return grow_rows, grow_cols
 
 
-def merge_pattern(old_keys, drop, grow_keys):
+def merge_pattern(old_keys, drop, grow_keys, width):
     """The new sorted unit keys after dropping and growing, and where each came from.
 
     old_keys: sorted int64 keys (row * width + col) of the stored units; drop: bool per unit;
@@ -46,13 +47,15 @@ def merge_pattern(old_keys, drop, grow_keys):
     order = np.argsort(grow_keys, kind="stable")
     grow_sorted = grow_keys[order]
     if grow_sorted.size > 1 and (np.diff(grow_sorted) == 0).any():
-        raise ValueError("grow_rows/grow_cols name the same position more than once")
+        row, col = divmod(int(grow_sorted[np.flatnonzero(np.diff(grow_sorted) == 0)[0]]), width)
+        raise ValueError(f"grow_rows/grow_cols name the same position ({row}, {col}) more than once")
     at = np.searchsorted(kept_keys, grow_sorted)
     taken = at < kept_keys.size
     taken[taken] = kept_keys[at[taken]] == grow_sorted[taken]
     if taken.any():
+        row, col = divmod(int(grow_sorted[taken][0]), width)
         raise ValueError(f"cannot grow at {int(taken.sum())} position(s) that are already stored "
-                         f"(and not dropped), e.g. key {int(grow_sorted[taken][0])}")
+                         f"(and not dropped), e.g. ({row}, {col})")
     n_new = kept_keys.size + grow_sorted.size
     grow_at = at + np.arange(grow_sorted.size)       # where each grown key lands in the merge
     is_grow = np.zeros(n_new, dtype=bool)
@@ -101,7 +104,7 @@ def random_pattern(format, shape, density, rng, dtype=np.float32, block_size=16,
 
     CSR and Masked draw the same random numbers, so one seed gives both the same mask.
     """
-    from .block import Block
+    from .block import Block, check_block_size
     from .csr import CSR
     from .masked import Masked
     from .nm import NM, check_nm
@@ -151,13 +154,18 @@ def _top_k(scores, k):
     return np.sort(np.concatenate([above, ties]))
 
 
-def _top_per_group(groups, scores, keys, counts):
-    """Positions of the counts[g] best candidates of each group g (ties: lower key)."""
-    order = np.lexsort((keys, -scores, groups))
-    sorted_groups = groups[order]
-    starts = np.searchsorted(sorted_groups, sorted_groups, side="left")
-    rank = np.arange(order.size) - starts
-    return np.sort(order[rank < counts[sorted_groups]])
+def _top_per_group(scores, free, counts):
+    """Mask of the counts[g] best free units of every group: scores and free are
+    (rows, groups per row, group width), counts (rows, groups per row). Ties: lower column."""
+    order = np.argsort(np.where(free, -scores, np.inf), axis=-1, kind="stable")
+    rank = np.empty_like(order)
+    np.put_along_axis(rank, order, np.broadcast_to(np.arange(order.shape[-1]), order.shape), axis=-1)
+    short = free.sum(axis=-1) < counts
+    if short.any():
+        r, g = np.argwhere(short)[0]
+        raise ValueError(f"cannot grow {counts[r, g]} units in group {g} of row {r} of this chunk: "
+                         f"it has only {free[r, g].sum()} empty places")
+    return (rank < counts[..., None]) & free
 
 
 def check_grow_counts(weight, k):
@@ -190,43 +198,43 @@ def topk_empty_units(weight, score_rows, k, dropped=None, chunk_rows=256):
     """The k best empty units of `weight` by a score computed `chunk_rows` unit rows at a time.
 
     score_rows(r0, r1) -> (r1 - r0, n_unit_cols) scores of unit rows r0..r1. Units in `dropped`
-    (bool per stored unit) count as empty. `k`: an int, or one count per constraint group
-    (groups lie inside rows, so each chunk settles its groups). Returns (rows, cols, scores)
-    of the chosen units, sorted by (row, col). Memory: one chunk plus k candidates.
+    (bool per stored unit) count as empty. `k`: an int, or one count per constraint group;
+    groups are equal runs of consecutive columns inside a row (a row, or an N:M group), so
+    each chunk settles its own groups. Returns (rows, cols, scores) of the chosen units,
+    sorted by (row, col). Memory: one chunk plus the chosen units.
     """
     k = check_grow_counts(weight, k)
     if isinstance(chunk_rows, bool) or not isinstance(chunk_rows, (int, np.integer)) or chunk_rows < 1:
         raise ValueError(f"chunk_rows must be a positive integer, got {chunk_rows!r}")
     grid_rows, grid_cols = weight.unit_grid
+    per_row = weight.n_groups // grid_rows                          # groups in one row
     occ_rows, occ_cols = occupied_units(weight, dropped)
-    best_keys, best_scores = np.zeros(0, np.int64), np.zeros(0)
+    keys, scores = [np.zeros(0, np.int64)], [np.zeros(0)]           # chosen so far
     for r0 in range(0, grid_rows, chunk_rows):
         r1 = min(r0 + chunk_rows, grid_rows)
-        scores = score_rows(r0, r1)                                        # (r1 - r0, grid_cols)
-        if np.isnan(scores).any():
+        chunk = score_rows(r0, r1)                                   # (r1 - r0, grid_cols)
+        if np.isnan(chunk).any():
             raise ValueError("growth scores contain NaN")
-        free = np.ones(scores.shape, dtype=bool)
+        free = np.ones(chunk.shape, dtype=bool)
         lo, hi = np.searchsorted(occ_rows, [r0, r1])
         free[occ_rows[lo:hi] - r0, occ_cols[lo:hi]] = False
-        flat = np.flatnonzero(free)
-        keys = flat + r0 * grid_cols
-        cand_scores = scores.ravel()[flat]
-        if isinstance(k, int):                  # running top-k; older chunks hold lower keys
-            keys = np.concatenate([best_keys, keys])
-            cand_scores = np.concatenate([best_scores, cand_scores])
+        if isinstance(k, int):       # a running top-k: earlier chunks hold the lower keys
+            flat = np.flatnonzero(free)
+            cand_keys = np.concatenate([keys[0], flat + r0 * grid_cols])
+            cand_scores = np.concatenate([scores[0], chunk.ravel()[flat]])
             pick = _top_k(cand_scores, k)
+            keys, scores = [cand_keys[pick]], [cand_scores[pick]]
         else:
-            groups = weight.group_of(keys // grid_cols, keys % grid_cols)
-            pick = _top_per_group(groups, cand_scores, keys, k)
-            pick = np.concatenate([np.arange(best_keys.size), best_keys.size + pick])
-            keys = np.concatenate([best_keys, keys])
-            cand_scores = np.concatenate([best_scores, cand_scores])
-        best_keys, best_scores = keys[pick], cand_scores[pick]
+            shape = (r1 - r0, per_row, grid_cols // per_row)
+            counts = k[r0 * per_row:r1 * per_row].reshape(shape[:2])
+            flat = np.flatnonzero(_top_per_group(chunk.reshape(shape), free.reshape(shape), counts))
+            keys.append(flat + r0 * grid_cols)
+            scores.append(chunk.ravel()[flat])
+    keys, scores = np.concatenate(keys), np.concatenate(scores)
     wanted = k if isinstance(k, int) else int(k.sum())
-    if best_keys.size != wanted:
-        raise ValueError(f"asked to grow {wanted} units but only {best_keys.size} could be "
-                         "placed (too few empty positions overall or in some group)")
-    return best_keys // grid_cols, best_keys % grid_cols, best_scores
+    if keys.size != wanted:
+        raise ValueError(f"asked to grow {wanted} units but only {keys.size} places are empty")
+    return keys // grid_cols, keys % grid_cols, scores
 
 
 def dense_grad_topk(weight, G, X, k, dropped=None, chunk_rows=256):
