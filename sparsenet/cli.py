@@ -47,6 +47,10 @@ def add_train_arguments(p, single_run=True):
                    help="storage of sparse layers (default csr)")
     p.add_argument("--distribution", default=None, choices=["uniform", "er", "erk"],
                    help="how the sparsity is shared among layers")
+    p.add_argument("--l1", type=float, default=0.0, help="L1 regularization strength (any method)")
+    p.add_argument("--group-lasso", type=float, default=0.0, help="group-lasso strength (any method)")
+    p.add_argument("--groups", default="rows", choices=["rows", "columns", "blocks"],
+                   help="groups of the group lasso")
     p.add_argument("--opt", action="append", metavar="KEY=VALUE",
                    help="a method option, e.g. --opt format=csr --opt alpha=0.3 (repeatable)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -85,7 +89,8 @@ def config_from_args(args):
                        momentum=args.momentum, weight_decay=args.weight_decay,
                        optimizer=args.optimizer, schedule=args.schedule, seed=args.seed,
                        data=args.data, dataset=args.dataset, device=args.device,
-                       progress=not args.no_progress, method_options=options)
+                       progress=not args.no_progress, method_options=options, l1=args.l1,
+                       group_lasso=args.group_lasso, groups=args.groups)
 
 
 def summary_line(record) -> str:
@@ -124,8 +129,22 @@ def cmd_demo(args):
         print(f"--- {method}" + (f" at {sparsity:.0%} sparsity" if sparsity else ""))
         records.append(train_model(config, log=print)[1])
     print()
+    print(demo_table(records))
+
+
+def demo_table(records) -> str:
+    """Side by side: accuracy, weights stored, bytes held, FLOPs relative to dense, time."""
+    header = (f"{'method':>10} {'sparsity':>8} {'test acc':>9} {'params':>9} {'bytes':>11} "
+              f"{'train FLOPs':>11} {'infer FLOPs':>11} {'seconds':>8}")
+    lines = [header, "-" * len(header)]
     for r in records:
-        print(summary_line(r))
+        lines.append(f"{r['method']:>10} {r['sparsity']:>8.2%} {r['test_accuracy']:>9.2%} "
+                     f"{r['parameters']:>9,} {r['bytes']['total']:>11,} "
+                     f"{r['flops']['training_relative']:>10.3f}x "
+                     f"{r['flops']['inference_relative']:>10.3f}x {r['train_seconds']:>8.1f}")
+    lines.append("bytes: weights (values and indices) + gradients + optimizer state; "
+                 "FLOPs relative to the dense model")
+    return "\n".join(lines)
 
 
 def cmd_info(args):
@@ -200,7 +219,7 @@ def build_parser():
 
     p = sub.add_parser("demo", help="a quick run on the bundled subset")
     p.add_argument("--epochs", type=int, default=10)
-    p.add_argument("--runs", type=_demo_runs, default=_demo_runs("dense"),
+    p.add_argument("--runs", type=_demo_runs, default=_demo_runs("dense,rigl:0.9"),
                    help="comma-separated METHOD[:SPARSITY] list")
     p.set_defaults(func=cmd_demo)
 

@@ -47,6 +47,9 @@ class TrainConfig:
     device: str = "cpu"
     progress: bool = True
     method_options: dict = dataclasses.field(default_factory=dict)
+    l1: float = 0.0                 # sparsity regularization added to any method's gradients
+    group_lasso: float = 0.0
+    groups: str = "rows"            # rows | columns | blocks (group lasso)
 
     def validate(self):
         if self.epochs <= 0:
@@ -61,6 +64,14 @@ class TrainConfig:
             raise ValueError(f"optimizer must be sgd, adam or adamw, got {self.optimizer!r}")
         if self.schedule not in ("cosine", "step", "constant"):
             raise ValueError(f"schedule must be cosine, step or constant, got {self.schedule!r}")
+        from .algorithms.regularization import check_options
+        check_options(self.l1, self.group_lasso, self.groups)
+
+    def penalty(self) -> dict | None:
+        """The regularization options for `regularize`, or None when there is none."""
+        if not (self.l1 or self.group_lasso):
+            return None
+        return dict(l1=self.l1, group_lasso=self.group_lasso, groups=self.groups)
 
 
 def load_arrays(source="auto", dataset="fashion-mnist"):
@@ -114,8 +125,14 @@ def versions() -> dict:
 
 
 def fit(model, optimizer, scheduler, method, loader, test_arrays, epochs, input_shape,
-        device="cpu", progress=True, log=print):
-    """Train for `epochs`; returns (history, flops dict). The method's hooks run at every step."""
+        device="cpu", progress=True, log=print, penalty=None):
+    """Train for `epochs`; returns (history, flops dict). The method's hooks run at every step.
+
+    `penalty`: options of `regularization.regularize` (L1 / group lasso), added to the
+    gradients right after backward, before the method sees them.
+    """
+    if penalty:
+        from .algorithms.regularization import regularize
     positions = metrics.layer_positions(model, input_shape)
     fwd_sparse, fwd_dense = metrics.forward_flops(model, positions)
     train_flops = dense_flops = 0.0
@@ -129,6 +146,8 @@ def fit(model, optimizer, scheduler, method, loader, test_arrays, epochs, input_
             loss = cross_entropy(logits, yb)
             optimizer.zero_grad()
             loss.backward()
+            if penalty:
+                regularize(model, **penalty)
             method.after_backward(step)
             optimizer.step()
             method.after_step(step)
@@ -200,7 +219,7 @@ def train_phase(model, method, config: TrainConfig, data, epochs, log=print, lr=
                                len(loader))
     history, flops = fit(model, optimizer, scheduler, method, loader, (x_test, y_test), epochs,
                          x_train.shape[1:], device=config.device, progress=config.progress,
-                         log=log)
+                         log=log, penalty=config.penalty())
     return history, flops, optimizer
 
 
