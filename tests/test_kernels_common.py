@@ -122,6 +122,13 @@ G = W @ X
 assert np.array_equal(cpu.csr_sddmm(ip, ix, G, X, np.empty(len(v), np.float32)), (G @ X.T)[W != 0])
 bi, bx, bl = cpu.bsr_from_dense(W, 2, np.ones((3, 4), bool))
 assert np.array_equal(cpu.bsr_spmm(bi, bx, bl, X, np.empty((6, 3), np.float32)), W @ X)
+W16 = rng.integers(-3, 4, (16, 16)).astype(np.float32)
+X16 = rng.integers(-3, 4, (16, 2)).astype(np.float32)
+for bs in (4, 8):  # the register-blocked paths
+    bi, bx, bl = cpu.bsr_from_dense(W16, bs, np.ones((16 // bs, 16 // bs), bool))
+    assert np.array_equal(cpu.bsr_spmm(bi, bx, bl, X16, np.empty((16, 2), np.float32)), W16 @ X16)
+    cp, ri, pm = cpu.bsr_to_bsc(bi, bx, 16 // bs)
+    assert np.array_equal(cpu.bsr_spmm_t(cp, ri, pm, bl, X16, np.empty((16, 2), np.float32)), W16.T @ X16)
 vals, idx = cpu.nm_from_dense(W, 2, 4)
 assert np.array_equal(cpu.nm_spmm(vals, idx, 4, X, np.empty((6, 3), np.float32)),
                       ref.nm_spmm(vals, idx, 4, X, np.empty((6, 3), np.float32)))
