@@ -26,7 +26,8 @@ def prunable_layers(model, sparse_only=False) -> list:
     types = SPARSE_TYPES if sparse_only else DENSE_TYPES + SPARSE_TYPES
     layers = [(name, m) for name, m in model.named_modules() if isinstance(m, types)]
     if not layers:
-        raise ValueError("the model has no Linear or Conv2d layer: nothing to prune")
+        kind = "sparse layer (SparseLinear, SparseConv2d)" if sparse_only else "Linear or Conv2d layer"
+        raise ValueError(f"the model has no {kind}: nothing to prune")
     return layers
 
 

@@ -1,0 +1,193 @@
+"""SRigL: structured RigL, with a constant fan-in and neuron ablation.
+
+Lasby, Golubeva, Evci, Nica & Ioannou, 2023, "Dynamic Sparse Training with Structured
+Sparsity", ICLR 2024 (reference code: calgaryml/condensed-sparsity, rigl_constant_fan.py).
+
+Every output neuron (row) keeps the same number K of inputs, so a layer is a dense (out, K)
+block of values plus their column indices: the regular "condensed" layout the paper runs fast
+at batch 1. Every
+ΔT steps while t < T_end (f_t, ΔT, T_end as in RigL), in every sparse layer with N weights:
+
+    k        = floor(f_t · N)
+    kept     = θ minus the k smallest |w| of the layer                   (RigL's drop)
+    salient  = kept ∪ the k largest |∇L| anywhere in the layer           (drop and grow agree)
+    ablate   = neurons with fewer than γ_sal · K salient weights         (never the last layer)
+    K'       = floor(B / active neurons)                                 B: the layer's budget
+    drop     = k smallest |w|, ablated neurons' weights first; all of an ablated neuron;
+               and in each active neuron the smallest beyond K'
+    grow     = in each active neuron, the K' − kept largest |∇L| among its empty inputs
+
+So an active neuron always ends with exactly K' inputs and an ablated one with none; its budget
+goes to the others (K' grows). Ablation is decided afresh at each update (a neuron whose
+gradient becomes salient again comes back with K' zero weights), and never leaves fewer than
+ceil(B / n_in) + 1 neurons, the reference code's guard (so K' never exceeds the inputs).
+Without ablation (γ_sal = 0, or no neuron below the threshold) this is RigL with the grow
+settled per row: every row gets back what the drop took from it. nnz is exactly B until the
+first ablation; afterwards it is (active neurons) · K', at most B and less by the remainder.
+
+Constant fan-in and empty rows: the csr/masked option `constant_fan_in=True` makes the format
+enforce equal rows, but it requires EVERY row to hold K (an ablated neuron's empty row is
+refused). So the initial pattern is drawn with `constant_fan_in=True`, and the layers that may
+ablate (when γ_sal > 0: every sparse layer but the model's last) are re-stored without the
+flag; this method then checks the rule itself after every update (active rows K', ablated
+rows 0). With γ_sal = 0 every layer keeps the flag and the format enforces it.
+
+Defaults and sources: γ_sal = 0.3 (the value the paper recommends), measured against
+the sparse fan-in K (reference `use_sparse_const_fan_in_for_ablation: True`); α = 0.3,
+ΔT = 100, T_end = 75 %, cosine, ERK as for RigL; grown weights at zero, and a weight dropped
+and regrown at once keeps its value (reference `_get_new_weights`). FLOPs are counted as RigL's.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from ..sparse import sparsify
+from ..sparse.topology import dense_grad_topk
+from .base import register
+from .common import layer_densities, lowest_units, prunable_layers, weight_shape
+from .dst import DynamicSparseMethod, check_positive_int, resolve_layer_names, start_sparse
+
+
+class _Rows:
+    """A weight seen with one growth group per row (what constant fan-in means), for a layer
+    stored without the format's flag because it may hold ablated, empty rows."""
+
+    format = "rows"
+
+    def __init__(self, weight):
+        self.unit_grid, self.n_units, self.n_groups = weight.shape, weight.n_units, weight.shape[0]
+        self.unit_coords = weight.unit_coords
+
+
+@register("srigl")
+class SRigL(DynamicSparseMethod):
+    """RigL with a constant fan-in per neuron and dynamic neuron ablation (csr or masked)."""
+
+    needs_dense_gradient = True
+
+    def __init__(self, sparsity=None, gamma_sal=0.3, fan_in=None, alpha=0.3, delta_t=100,
+                 t_end=0.75, decay="cosine", format="csr", block_size=16, n=2, m=4,
+                 distribution="erk", dense_layers=(), chunk_rows=256,
+                 sparse_init=False):
+        if format not in ("csr", "masked"):
+            raise ValueError(f"srigl keeps a constant fan-in per neuron, which formats 'csr' and "
+                             f"'masked' hold (constant_fan_in); got format={format!r}")
+        if isinstance(gamma_sal, bool) or not isinstance(gamma_sal, (int, float)) \
+                or not 0 <= gamma_sal < 1:
+            raise ValueError(f"gamma_sal must be a number in [0, 1) (0: no ablation), "
+                             f"got {gamma_sal!r}")
+        if fan_in is not None:
+            check_positive_int(fan_in, "fan_in")
+            if sparsity not in (None, 0, 0.0):
+                raise ValueError(f"give sparsity or fan_in, not both (got sparsity={sparsity}, "
+                                 f"fan_in={fan_in})")
+        super().__init__(0.0 if fan_in is not None else (0.9 if sparsity is None else sparsity),
+                         alpha, delta_t, t_end, decay, format, block_size, n, m, distribution,
+                         dense_layers, chunk_rows, sparse_init)
+        self.gamma_sal, self.fan_in = float(gamma_sal), fan_in
+
+    # ----- the initial constant fan-in model -----------------------------------------------------
+    def sparsify_model(self, model):
+        start_sparse(self, model, sparsify=self.sparsify_constant_fan_in)
+        last = prunable_layers(model)[-1][0]
+        self.ablates = {}
+        for name, layer in prunable_layers(model, sparse_only=True):
+            self.ablates[name] = self.gamma_sal > 0 and name != last
+            if self.ablates[name]:              # room for empty rows: see the module docstring
+                relaxed = type(layer).from_config(dict(layer.sparse_config(),
+                                                       constant_fan_in=False))
+                relaxed.load_state_dict(layer.state_dict())
+                model.replace_submodule(name, relaxed)
+        layers = prunable_layers(model, sparse_only=True)
+        self.budget = {name: layer.weight.nnz for name, layer in layers}
+        self.fan_in0 = {name: layer.weight.nnz // layer.weight.shape[0] for name, layer in layers}
+        self.ablated = {name: 0 for name, _ in layers}
+        return layers
+
+    def sparsify_constant_fan_in(self, model, rng):
+        """Layer densities from `fan_in` (K / n_in) or from sparsity and distribution, then the
+        same number of random inputs in every row."""
+        if self.fan_in is None:
+            densities = layer_densities(model, self.sparsity, self.distribution, self.dense_layers)
+        else:
+            densities, keep = {}, resolve_layer_names(model, self.dense_layers)
+            for name, layer in prunable_layers(model):
+                if name in keep:
+                    continue
+                n_in = int(np.prod(weight_shape(layer)[1:]))
+                if self.fan_in > n_in:
+                    raise ValueError(f"fan_in={self.fan_in} is larger than the {n_in} inputs of "
+                                     f"layer {name!r}")
+                densities[name] = self.fan_in / n_in
+        chosen = {name: d for name, d in densities.items() if d < 1}
+        if not chosen:
+            return model
+        return sparsify(model, format=self.format, layers=list(chosen), density_per_layer=chosen,
+                        rng=rng, constant_fan_in=True)
+
+    # ----- one update of one layer ---------------------------------------------------------------
+    def update(self, step):
+        super().update(step)
+        self.updates[-1]["ablated"] = dict(self.ablated)       # neurons ablated, per layer
+
+    def update_layer(self, name, layer, fraction):
+        w = layer.weight
+        n_rows = w.shape[0]
+        rows, _ = w.unit_coords()
+        k = int(fraction * w.n_units)
+        if k == 0:
+            return 0
+        G, X = layer.growth_arrays
+        magnitude = self.drop_scores(layer)
+        active = self.active_neurons(name, w, ~lowest_units(magnitude, k), G, X, k)
+        fan_in = self.budget[name] // int(active.sum())                      # K'
+        # the k drops land on ablated neurons first (reference: their scores go below all)
+        drop = lowest_units(np.where(active[rows], magnitude, -np.inf), k) | ~active[rows]
+        kept = np.bincount(rows[~drop], minlength=n_rows)
+        if (kept > fan_in).any():            # neurons came back: K' shrank; drop the smallest
+            count = np.bincount(rows[drop], minlength=n_rows) + np.maximum(kept - fan_in, 0)
+            drop = lowest_units(np.where(drop, -np.inf, magnitude), count, groups=rows)
+            kept = np.bincount(rows[~drop], minlength=n_rows)
+        grow = np.where(active, fan_in - kept, 0)
+        grow_rows, grow_cols, _ = dense_grad_topk(_Rows(w), G, X, grow, dropped=drop,
+                                                  chunk_rows=self.chunk_rows)
+        replaced = self.apply(layer, drop, grow_rows, grow_cols)
+        self.check_fan_in(name, layer, active, fan_in)
+        self.ablated[name] = int((~active).sum())
+        return replaced
+
+    def active_neurons(self, name, w, kept, G, X, k):
+        """Neurons with at least γ_sal · K salient weights (all, where this layer never ablates).
+        Salient: kept by the drop, or among the k largest |∇L| anywhere in the layer."""
+        n_rows, n_cols = w.shape
+        if not self.ablates[name]:
+            return np.ones(n_rows, dtype=bool)
+        grad_rows, grad_cols, _ = dense_grad_topk(w, G, X, k, dropped=np.ones(w.n_units, bool),
+                                                  chunk_rows=self.chunk_rows)
+        rows, cols = w.unit_coords()
+        salient_keys = np.union1d(rows[kept] * n_cols + cols[kept], grad_rows * n_cols + grad_cols)
+        salient = np.bincount(salient_keys // n_cols, minlength=n_rows)
+        threshold = max(1, int(self.gamma_sal * self.fan_in0[name]))
+        min_active = -(-self.budget[name] // n_cols)         # rows needed to hold the budget
+        if min_active >= n_rows:
+            return np.ones(n_rows, dtype=bool)
+        # reference guard: keep at least min_active + 1 neurons, however few are salient
+        threshold = min(threshold, int(np.sort(salient)[::-1][min_active]))
+        return salient >= threshold
+
+    def check_fan_in(self, name, layer, active, fan_in):
+        """Active neurons hold exactly K' inputs, ablated ones none (the format can't check it)."""
+        rows, _ = layer.weight.unit_coords()
+        lengths = np.bincount(rows, minlength=active.size)
+        if (lengths[active] != fan_in).any() or lengths[~active].any():
+            raise RuntimeError(f"srigl broke constant fan-in in layer {name!r}: rows hold "
+                               f"{sorted(set(lengths[active].tolist()))} inputs, expected {fan_in}")
+
+    def describe(self) -> dict:
+        out = dict(super().describe(), gamma_sal=self.gamma_sal, fan_in=self.fan_in)
+        if hasattr(self, "ablated"):
+            out.update(ablated_neurons=dict(self.ablated),
+                       constant_fan_in={name: layer.weight.nnz // max(1, layer.weight.shape[0]
+                                                                       - self.ablated[name])
+                                        for name, layer in self.layers})
+        return out

@@ -1,0 +1,35 @@
+"""Static sparse training: a fixed random sparse topology, never updated.
+
+The control every dynamic sparse method is measured against (Evci et al. 2020, "Rigging the
+Lottery: Making All Tickets Winners", Section 4: "Static" is the random ERK or uniform mask
+trained without any update; Mocanu et al. 2018 call it "FixProb").
+
+    at step 0:   W ← W_dense ⊙ M,  M a uniformly random pattern with density d_l in layer l
+                 (d_l from ERK by default, Evci et al. 2020 Section 3)
+    every step:  ordinary SGD on the stored weights; M never changes
+
+Whatever a dynamic method gains over `static` at the same sparsity is what moving the
+connections buys.
+"""
+from __future__ import annotations
+
+from .base import SparseMethod, register
+from .dst import start_sparse
+
+
+@register("static")
+class Static(SparseMethod):
+    """A random sparse pattern (distribution erk | er | uniform) trained as it is; sparse_init
+    as for the dynamic methods (dst.py), so they can be compared at equal initialization."""
+
+    def __init__(self, sparsity=0.9, format="csr", block_size=16, n=2, m=4, distribution="erk",
+                 dense_layers=(), sparse_init=False):
+        super().__init__(sparsity, format, block_size, n, m, distribution, dense_layers)
+        self.sparse_init = bool(sparse_init)
+
+    def describe(self):
+        return dict(super().describe(), sparse_init=self.sparse_init)
+
+    def setup(self, model, optimizer, loader, total_steps):
+        super().setup(model, optimizer, loader, total_steps)
+        self.layers = start_sparse(self, model)
