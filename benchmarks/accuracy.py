@@ -56,7 +56,6 @@ def run_suite(cells, seeds, model, epochs, out_dir, data_source="full"):
                                  seed=seed, progress=False, method_options=dict(options))
             print(f"== {os.path.basename(path)}", flush=True)
             _, record = train_model(config, log=None, data=data)
-            record["cell_options"] = options
             with open(path, "w") as f:
                 json.dump(record, f, indent=1)
             print(f"   {100 * record['test_accuracy']:.2f} %  density {record['density']:.4f}  "
@@ -67,9 +66,19 @@ def run_suite(cells, seeds, model, epochs, out_dir, data_source="full"):
 
 def label(record):
     """Method name with the options that distinguish cells (e.g. magnitude[format=nm])."""
-    opts = record.get("cell_options") or {}
+    opts = dict(record.get("hyperparameters", {}).get("method_options") or {})
+    opts.pop("sparsity", None)
     return record["method"] + (f"[{','.join(f'{k}={v}' for k, v in sorted(opts.items()))}]"
                                if opts else "")
+
+
+def load_records(directory):
+    records = []
+    for name in sorted(os.listdir(directory)):
+        if name.endswith(".json"):
+            with open(os.path.join(directory, name)) as f:
+                records.append(json.load(f))
+    return records
 
 
 def main(argv=None):
@@ -81,20 +90,28 @@ def main(argv=None):
     parser.add_argument("--model", default="lenet300")
     parser.add_argument("--epochs", type=int, default=20)
     parser.add_argument("--data", default="full")
+    parser.add_argument("--collect", metavar="DIR", default=None,
+                        help="only summarize the run records (JSON) found in DIR; train nothing")
     args = parser.parse_args(argv)
     cells = SUITES.get(args.suite) or [(c.split(":")[0], float(c.split(":")[1]), {})
                                        for c in args.cells.split(",") if c]
     name = f"{args.suite}-{args.model}"
-    records = run_suite(cells, args.seeds, args.model, args.epochs,
-                        os.path.join(RESULTS, "accuracy", name), args.data)
+    if args.collect:
+        records = [r for r in load_records(args.collect) if r["model"] == args.model]
+        name = f"collected-{args.model}"
+    else:
+        records = run_suite(cells, args.seeds, args.model, args.epochs,
+                            os.path.join(RESULTS, "accuracy", name), args.data)
     for r in records:                      # cells differing by options get their own row
         r["method"] = label(r)
     rows = summarize(records)
     dense = [r for r in rows if r["method"] == "dense"]
     table = markdown(rows, dense[0]["accuracy_mean"] if dense else None)
     origin = records[0]["data"]["origin"] if records else "?"
-    text = (f"# Accuracy: {args.model}, {args.epochs} epochs, {args.seeds} seeds\n\n"
-            f"Data: {origin}. Produced by `python benchmarks/accuracy.py --suite {args.suite}`.\n\n"
+    seeds = max((r["seeds"] for r in rows), default=0)
+    text = (f"# Accuracy: {args.model}, up to {seeds} seeds per cell\n\n"
+            f"Data: {origin}. Produced by `python benchmarks/accuracy.py "
+            f"{'--collect ' + args.collect if args.collect else '--suite ' + args.suite}`.\n\n"
             f"{table}\n")
     with open(os.path.join(RESULTS, f"accuracy-{name}.md"), "w") as f:
         f.write(text)

@@ -43,7 +43,9 @@ def summarize(records) -> list:
     """One row per (method, target sparsity): mean/std accuracy, density, FLOPs, seeds."""
     groups = {}
     for r in records:
-        groups.setdefault((r["method"], r["target_sparsity"]), []).append(r)
+        # a format with a fixed density (N:M) is run without --sparsity: use what it reached
+        sparsity = r["target_sparsity"] or round(r["sparsity"], 3)
+        groups.setdefault((r["method"], sparsity), []).append(r)
     rows = []
     for (method, sparsity), rs in sorted(groups.items(), key=lambda kv: (kv[0][1], kv[0][0])):
         accs = [100 * r["test_accuracy"] for r in rs]
