@@ -108,7 +108,7 @@ def register(name: str):
     return add
 
 
-_HELPER_MODULES = {"base", "common", "distributions", "schedules"}
+_HELPER_MODULES = {"base", "common", "distributions", "schedules", "saliency", "dst"}
 _discovered = False
 
 
