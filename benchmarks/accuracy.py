@@ -66,8 +66,13 @@ def run_suite(cells, seeds, model, epochs, out_dir, data_source="full"):
 
 def label(record):
     """Method name with the options that distinguish cells (e.g. magnitude[format=nm])."""
-    opts = dict(record.get("hyperparameters", {}).get("method_options") or {})
+    hyper = record.get("hyperparameters", {})
+    opts = dict(hyper.get("method_options") or {})
     opts.pop("sparsity", None)
+    for key, default in (("epochs", 20), ("lr", 0.05), ("weight_decay", 1e-4), ("l1", 0.0),
+                         ("group_lasso", 0.0)):          # runs off the defaults get own rows
+        if key in hyper and hyper[key] != default:
+            opts[key] = hyper[key]
     return record["method"] + (f"[{','.join(f'{k}={v}' for k, v in sorted(opts.items()))}]"
                                if opts else "")
 
