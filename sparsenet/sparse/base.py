@@ -329,3 +329,18 @@ class SparseMatrix(ABC):
         element: shape (n_grow, *unit_shape). new_from_old (int64, one per new value): the old
         position of each value, or -1 for a grown one. The object itself never changes.
         """
+
+
+class RowGroups:
+    """Constraint groups of the formats that can keep a constant fan-in (CSR, Masked): with
+    `constant_fan_in`, each row is a group (drops and grows must balance inside a row); without
+    it, the whole matrix is one group. Listed before SparseMatrix among the bases."""
+
+    @property
+    def n_groups(self):
+        return self.shape[0] if self.constant_fan_in else 1
+
+    def group_of(self, unit_rows, unit_cols):
+        if self.constant_fan_in:
+            return np.asarray(unit_rows, dtype=np.int64)
+        return np.zeros(np.shape(unit_rows), dtype=np.int64)

@@ -12,9 +12,9 @@ from __future__ import annotations
 import numpy as np
 
 from .. import backend
-from .base import (SparseMatrix, check_dense, check_index_array, check_mask, check_operand,
-                   check_shape, check_values, kernels_for, output, top_k_mask, top_k_per_row_mask,
-                   units_for_density)
+from .base import (RowGroups, SparseMatrix, check_dense, check_index_array, check_mask,
+                   check_operand, check_shape, check_values, kernels_for, output, top_k_mask,
+                   top_k_per_row_mask, units_for_density)
 from .topology import check_grow_values, check_update_args, gather_values, merge_pattern
 
 
@@ -67,7 +67,7 @@ def choose_elements(array, density=None, mask=None, constant_fan_in=False):
     return top_k_mask(np.abs(array), units_for_density(density, array.size))
 
 
-class CSR(SparseMatrix):
+class CSR(RowGroups, SparseMatrix):
     format = "csr"
 
     def __init__(self, indptr, indices, values, shape, constant_fan_in=False):
@@ -174,15 +174,6 @@ class CSR(SparseMatrix):
 
     # ----- topology ----------------------------------------------------------------------
     unit_coords = coords
-
-    @property
-    def n_groups(self):
-        return self.shape[0] if self.constant_fan_in else 1
-
-    def group_of(self, unit_rows, unit_cols):
-        if self.constant_fan_in:
-            return np.asarray(unit_rows, dtype=np.int64)
-        return np.zeros(np.shape(unit_rows), dtype=np.int64)
 
     def update(self, drop, grow_rows, grow_cols, grow_values=None):
         n_rows, n_cols = self.shape

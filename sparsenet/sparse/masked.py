@@ -14,13 +14,13 @@ from __future__ import annotations
 import numpy as np
 
 from .. import backend
-from .base import (SparseMatrix, check_index_array, check_mask, check_operand, check_out,
-                   check_shape, check_values)
+from .base import (RowGroups, SparseMatrix, check_index_array, check_mask, check_operand,
+                   check_out, check_shape, check_values)
 from .csr import choose_elements
 from .topology import check_grow_values, check_update_args, merge_pattern
 
 
-class Masked(SparseMatrix):
+class Masked(RowGroups, SparseMatrix):
     format = "masked"
 
     def __init__(self, values, mask, constant_fan_in=False):
@@ -129,15 +129,6 @@ class Masked(SparseMatrix):
         """Scores of the mask's True entries, from dense-position scores aligned with values."""
         check_values(elem_scores, self.values.size, "elem_scores")
         return elem_scores[self._mask.ravel()]
-
-    @property
-    def n_groups(self):
-        return self.shape[0] if self.constant_fan_in else 1
-
-    def group_of(self, unit_rows, unit_cols):
-        if self.constant_fan_in:
-            return np.asarray(unit_rows, dtype=np.int64)
-        return np.zeros(np.shape(unit_rows), dtype=np.int64)
 
     def update(self, drop, grow_rows, grow_cols, grow_values=None):
         n_rows, n_cols = self.shape
