@@ -1,30 +1,39 @@
 """Accuracy against sparsity on the full Fashion-MNIST: the tables of the issues, reproduced.
 
-Each cell is a `sparsenet train` run (default hyperparameters: 20 epochs, batch 128, SGD lr 0.05
-momentum 0.9, cosine schedule) for 2 seeds; `dense` is the reference. Records go to
-benchmarks/results/accuracy/<suite>/ and the table to benchmarks/results/accuracy-<suite>.md.
+Each cell is a `sparsenet train` run for several seeds; `dense` is the reference. Two kinds of
+suite:
 
-    python benchmarks/accuracy.py --suite pruning     # gmp, magnitude, lottery, snip, ...
-    python benchmarks/accuracy.py --suite dst         # static, set, rigl, srigl, mest, ...
+- `pruning`, `dst`: every method at the defaults (20 epochs, batch 128, SGD lr 0.05, momentum
+  0.9, weight decay 1e-4, cosine schedule).
+- `tuned`: every cell at the learning rate, weight decay and method options that the validation
+  grids of `benchmarks/tune.py` chose (55,000 training images, 5,000 held out; the test set
+  never took part), dense included, which is then the reference. Same epoch budget.
+
+Records go to benchmarks/results/accuracy/<suite>-<model>/ and the table to
+benchmarks/results/accuracy-<suite>-<model>.md.
+
+    python benchmarks/accuracy.py --suite pruning --jobs 2   # gmp, magnitude, lottery, snip, ...
+    python benchmarks/accuracy.py --suite dst                # static, set, rigl, srigl, mest, ...
+    python benchmarks/accuracy.py --suite tuned --seeds 3
     python benchmarks/accuracy.py --suite custom --cells rigl:0.9,static:0.98 --seeds 2
 
-A suite reuses records already on disk (delete them to rerun), so it can be resumed.
+A suite reuses records already on disk (delete them to rerun), so it can be resumed. `--jobs N`
+trains N runs at once, each on one thread.
 """
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import os
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from common import RESULTS  # noqa: E402
+from common import CONFIG_KEYS, RESULTS, train_runs  # noqa: E402
 
 from sparsenet.compare import markdown, summarize  # noqa: E402
-from sparsenet.train import TrainConfig, load_arrays, train_model  # noqa: E402
 
-# (method, sparsity, method options): the cells the issues' "must show" lists ask for
+# (method, sparsity, settings): the cells the issues' "must show" lists ask for. A setting is a
+# method option, or a TrainConfig field among CONFIG_KEYS (lr, weight_decay, ...).
 SUITES = {
     "pruning": [("gmp", 0.9, {}), ("magnitude", 0.9, {}),
                 ("magnitude", 0.5, {"format": "nm", "n": 2, "m": 4}),
@@ -33,7 +42,15 @@ SUITES = {
                 ("grasp", 0.95, {}), ("synflow", 0.95, {}), ("structured", 0.5, {})],
     "dst": [("static", 0.9, {}), ("static", 0.98, {}), ("set", 0.9, {}), ("rigl", 0.9, {}),
             ("rigl", 0.98, {}), ("srigl", 0.9, {}), ("mest", 0.9, {}), ("autosparse", 0.9, {})],
+    # chosen on validation: benchmarks/results/tuning-{dst,rigl-schedule,pruning}.md
+    "tuned": [("dense", 0.0, {"weight_decay": 5e-4}),
+              ("static", 0.9, {"lr": 0.1, "weight_decay": 5e-4, "sparse_init": True}),
+              ("rigl", 0.9, {"lr": 0.1, "weight_decay": 5e-4, "sparse_init": True}),
+              ("static", 0.98, {"lr": 0.1}),
+              ("rigl", 0.98, {"lr": 0.1, "weight_decay": 5e-4, "alpha": 0.5, "delta_t": 200})],
 }
+REFERENCE = {"tuned": ("dense", 0.0, {"weight_decay": 5e-4})}
+DEFAULT_REFERENCE = ("dense", 0.0, {})
 
 
 def cell_name(method, sparsity, options, seed):
@@ -41,26 +58,26 @@ def cell_name(method, sparsity, options, seed):
     return f"{method}-{sparsity:g}{extra}-s{seed}"
 
 
-def run_suite(cells, seeds, model, epochs, out_dir, data_source="full"):
+def run_suite(cells, seeds, model, epochs, out_dir, data_source="full", jobs=1):
+    """Train the cells missing on disk (`jobs` at a time); return every cell's records."""
     os.makedirs(out_dir, exist_ok=True)
-    data = load_arrays(data_source)
-    records = []
-    for method, sparsity, options in [("dense", 0.0, {})] + cells:
+    todo, paths = [], []
+    for method, sparsity, settings in cells:
         for seed in range(seeds):
-            path = os.path.join(out_dir, cell_name(method, sparsity, options, seed) + ".json")
-            if os.path.exists(path):
-                with open(path) as f:
-                    records.append(json.load(f))
-                continue
-            config = TrainConfig(model=model, method=method, sparsity=sparsity, epochs=epochs,
-                                 seed=seed, progress=False, method_options=dict(options))
-            print(f"== {os.path.basename(path)}", flush=True)
-            _, record = train_model(config, log=None, data=data)
-            with open(path, "w") as f:
-                json.dump(record, f, indent=1)
-            print(f"   {100 * record['test_accuracy']:.2f} %  density {record['density']:.4f}  "
-                  f"{record['train_seconds']:.0f} s", flush=True)
-            records.append(record)
+            path = os.path.join(out_dir, cell_name(method, sparsity, settings, seed) + ".json")
+            paths.append(path)
+            if not os.path.exists(path):
+                fields = dict(model=model, method=method, sparsity=sparsity, epochs=epochs,
+                              seed=seed, data=data_source)
+                fields.update({k: v for k, v in settings.items() if k in CONFIG_KEYS})
+                options = {k: v for k, v in settings.items() if k not in CONFIG_KEYS}
+                todo.append((fields, options, path))
+    print(f"{len(todo)} runs to do, {jobs} at once", flush=True)
+    train_runs(todo, jobs)
+    records = []
+    for path in paths:
+        with open(path) as f:
+            records.append(json.load(f))
     return records
 
 
@@ -95,29 +112,35 @@ def main(argv=None):
     parser.add_argument("--model", default="lenet300")
     parser.add_argument("--epochs", type=int, default=20)
     parser.add_argument("--data", default="full")
+    parser.add_argument("--jobs", type=int, default=1, help="runs at once (one thread each)")
     parser.add_argument("--collect", metavar="DIR", default=None,
                         help="only summarize the run records (JSON) found in DIR; train nothing")
     args = parser.parse_args(argv)
     cells = SUITES.get(args.suite) or [(c.split(":")[0], float(c.split(":")[1]), {})
                                        for c in args.cells.split(",") if c]
+    reference = REFERENCE.get(args.suite, DEFAULT_REFERENCE)
     name = f"{args.suite}-{args.model}"
     if args.collect:
         records = [r for r in load_records(args.collect) if r["model"] == args.model]
         name = f"collected-{args.model}"
     else:
+        if reference not in cells:
+            cells = [reference] + cells
         records = run_suite(cells, args.seeds, args.model, args.epochs,
-                            os.path.join(RESULTS, "accuracy", name), args.data)
+                            os.path.join(RESULTS, "accuracy", name), args.data, args.jobs)
     for r in records:                      # cells differing by options get their own row
         r["method"] = label(r)
     rows = summarize(records)
-    dense = [r for r in rows if r["method"] == "dense"]
+    ref_label = reference[0] + ("[" + ",".join(f"{k}={v}" for k, v in sorted(reference[2].items()))
+                                + "]" if reference[2] else "")
+    dense = [r for r in rows if r["method"] == ref_label]
     table = markdown(rows, dense[0]["accuracy_mean"] if dense else None)
     origin = records[0]["data"]["origin"] if records else "?"
     seeds = max((r["seeds"] for r in rows), default=0)
+    command = "--collect " + args.collect if args.collect else f"--suite {args.suite} --seeds {args.seeds}"
     text = (f"# Accuracy: {args.model}, up to {seeds} seeds per cell\n\n"
-            f"Data: {origin}. Produced by `python benchmarks/accuracy.py "
-            f"{'--collect ' + args.collect if args.collect else '--suite ' + args.suite}`.\n\n"
-            f"{table}\n")
+            f"Data: {origin}. Produced by `python benchmarks/accuracy.py {command}`. "
+            f"\"vs dense\" is against `{ref_label}`.\n\n{table}\n")
     with open(os.path.join(RESULTS, f"accuracy-{name}.md"), "w") as f:
         f.write(text)
     print(text)

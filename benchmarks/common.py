@@ -71,3 +71,37 @@ def markdown_table(header: list, rows: list) -> str:
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(str(c) for c in r) + " |" for r in rows]
     return "\n".join(lines)
+
+
+CONFIG_KEYS = ("lr", "weight_decay", "epochs", "val")      # TrainConfig fields a cell may set
+
+
+def _train_and_write(job):
+    """Worker: train one (config fields, method options) and write its record to `path`."""
+    fields, options, path = job
+    from sparsenet.train import TrainConfig, train_model
+    _, record = train_model(TrainConfig(progress=False, method_options=options, **fields), log=None)
+    with open(path, "w") as f:
+        json.dump(record, f, indent=1)
+    split = "val" if "val_accuracy" in record else "test"
+    print(f"   {os.path.basename(path)}: {split} {100 * record[split + '_accuracy']:.2f} %  "
+          f"density {record['density']:.4f}  {record['train_seconds']:.0f} s", flush=True)
+    return path
+
+
+def train_runs(jobs, processes=1):
+    """Train [(TrainConfig fields, method options, record path)], `processes` at a time.
+
+    Each worker is a fresh process on one thread (Numba and BLAS), so runs at once do not fight
+    over the cores; with processes=1 the runs go one after another in this process.
+    """
+    if processes <= 1:
+        for job in jobs:
+            _train_and_write(job)
+        return
+    for var in ("NUMBA_NUM_THREADS", "OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ[var] = "1"                                   # inherited by the workers
+    import multiprocessing
+    with multiprocessing.get_context("spawn").Pool(processes) as pool:
+        for _ in pool.imap_unordered(_train_and_write, jobs):
+            pass

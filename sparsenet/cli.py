@@ -53,6 +53,9 @@ def add_train_arguments(p, single_run=True):
                    help="groups of the group lasso")
     p.add_argument("--opt", action="append", metavar="KEY=VALUE",
                    help="a method option, e.g. --opt format=csr --opt alpha=0.3 (repeatable)")
+    p.add_argument("--val", type=int, default=0, metavar="N",
+                   help="hold out N training images and evaluate on them instead of the test set "
+                        "(for choosing hyperparameters)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
@@ -90,13 +93,15 @@ def config_from_args(args):
                        optimizer=args.optimizer, schedule=args.schedule, seed=args.seed,
                        data=args.data, dataset=args.dataset, device=args.device,
                        progress=not args.no_progress, method_options=options, l1=args.l1,
-                       group_lasso=args.group_lasso, groups=args.groups)
+                       group_lasso=args.group_lasso, groups=args.groups, val=args.val)
 
 
 def summary_line(record) -> str:
     b = record["bytes"]["total"]
-    return (f"{record['method']:>10s} {record['model']:>10s}  test accuracy "
-            f"{100 * record['test_accuracy']:.2f} %  density {record['density']:.4f}  "
+    from . import metrics
+    split, accuracy = metrics.evaluated_accuracy(record)
+    return (f"{record['method']:>10s} {record['model']:>10s}  {split} accuracy "
+            f"{100 * accuracy:.2f} %  density {record['density']:.4f}  "
             f"params {record['parameters']:,}  bytes {b:,}  "
             f"train FLOPs x{record['flops']['training_relative']:.3f}  "
             f"inference FLOPs x{record['flops']['inference_relative']:.3f}  "

@@ -13,6 +13,8 @@ import json
 import os
 import statistics
 
+from . import metrics
+
 
 def run_grid(base_config, methods, sparsities, seeds, out_dir, log=print):
     """Train every (method, sparsity, seed); returns the list of records (also written to disk)."""
@@ -33,7 +35,8 @@ def run_grid(base_config, methods, sparsities, seeds, out_dir, log=print):
             with open(path, "w") as f:
                 json.dump(record, f, indent=1)
             if log:
-                log(f"   test accuracy {100 * record['test_accuracy']:.2f} %  "
+                split, accuracy = metrics.evaluated_accuracy(record)
+                log(f"   {split} accuracy {100 * accuracy:.2f} %  "
                     f"density {record['density']:.4f}  {record['train_seconds']:.1f} s")
             records.append(record)
     return records
@@ -48,7 +51,7 @@ def summarize(records) -> list:
         groups.setdefault((r["method"], sparsity), []).append(r)
     rows = []
     for (method, sparsity), rs in sorted(groups.items(), key=lambda kv: (kv[0][1], kv[0][0])):
-        accs = [100 * r["test_accuracy"] for r in rs]
+        accs = [100 * metrics.evaluated_accuracy(r)[1] for r in rs]
         rows.append({"method": method, "sparsity": sparsity, "seeds": len(rs),
                      "accuracy_mean": statistics.mean(accs),
                      "accuracy_std": statistics.stdev(accs) if len(accs) > 1 else 0.0,

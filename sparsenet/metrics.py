@@ -127,3 +127,11 @@ def sparsity_summary(model) -> dict:
     density = stored / full if full else 1.0
     return {"density": density, "sparsity": 1.0 - density, "weights_stored": stored,
             "weights_dense": full}
+
+
+def evaluated_accuracy(record) -> tuple:
+    """("test", accuracy) of a run record, or ("validation", accuracy) for a run made with a
+    validation split (`TrainConfig.val`), whose record holds no test accuracy."""
+    if "test_accuracy" in record:
+        return "test", record["test_accuracy"]
+    return "validation", record["val_accuracy"]

@@ -50,6 +50,7 @@ class TrainConfig:
     l1: float = 0.0                 # sparsity regularization added to any method's gradients
     group_lasso: float = 0.0
     groups: str = "rows"            # rows | columns | blocks (group lasso)
+    val: int = 0                    # hold out this many training images and evaluate on them
 
     def validate(self):
         if self.epochs <= 0:
@@ -62,6 +63,9 @@ class TrainConfig:
             raise ValueError(f"sparsity must be in [0, 1), got {self.sparsity}")
         if self.optimizer not in ("sgd", "adam", "adamw"):
             raise ValueError(f"optimizer must be sgd, adam or adamw, got {self.optimizer!r}")
+        if isinstance(self.val, bool) or not isinstance(self.val, (int, np.integer)) or self.val < 0:
+            raise ValueError(f"val (validation images held out) must be an integer >= 0, "
+                             f"got {self.val!r}")
         if self.schedule not in ("cosine", "step", "constant"):
             raise ValueError(f"schedule must be cosine, step or constant, got {self.schedule!r}")
         from .algorithms.regularization import check_options
@@ -82,6 +86,20 @@ def load_arrays(source="auto", dataset="fashion-mnist"):
     if fast_mode():
         x_train, y_train, x_test, y_test = x_train[:1000], y_train[:1000], x_test[:500], y_test[:500]
     return x_train, y_train, x_test, y_test, ds.origin
+
+
+def split_validation(data, val: int):
+    """Hold out `val` training images as the evaluation set, for choosing hyperparameters
+    without looking at the test set. The held-out images are a fixed random choice (the same
+    for every run and seed); the test arrays are dropped, so nothing can peek at them."""
+    x_train, y_train, _, _, origin = data
+    if not 0 < val < len(y_train):
+        raise ValueError(f"val must be between 1 and {len(y_train) - 1} (the training images), "
+                         f"got {val}")
+    order = np.random.default_rng(20261125).permutation(len(y_train))
+    keep, held = np.sort(order[val:]), np.sort(order[:val])
+    return (x_train[keep], y_train[keep], x_train[held], y_train[held],
+            f"{origin} (validation: {val} training images held out)")
 
 
 def make_optimizer(config: TrainConfig, params):
@@ -125,8 +143,10 @@ def versions() -> dict:
 
 
 def fit(model, optimizer, scheduler, method, loader, test_arrays, epochs, input_shape,
-        device="cpu", progress=True, log=print, penalty=None):
+        device="cpu", progress=True, log=print, penalty=None, max_steps=None):
     """Train for `epochs`; returns (history, flops dict). The method's hooks run at every step.
+
+    `max_steps`: stop after this many steps (the last epoch is then partial).
 
     `penalty`: options of `regularization.regularize` (L1 / group lasso), added to the
     gradients right after backward, before the method sees them.
@@ -141,6 +161,8 @@ def fit(model, optimizer, scheduler, method, loader, test_arrays, epochs, input_
         t0, seen, loss_sum, correct = time.perf_counter(), 0, 0.0, 0
         bar = tqdm(loader, desc=f"epoch {epoch}/{epochs}", disable=not progress, leave=False)
         for xb, yb in bar:
+            if max_steps is not None and step >= max_steps:
+                break
             xb, yb = backend.to_device(xb, device), backend.to_device(yb, device)
             logits = model(Tensor(xb))
             loss = cross_entropy(logits, yb)
@@ -201,25 +223,35 @@ def epochs_for(config: TrainConfig, epochs=None) -> int:
     return min(epochs, 2) if fast_mode() else epochs
 
 
-def train_phase(model, method, config: TrainConfig, data, epochs, log=print, lr=None, seed_offset=0):
+def train_phase(model, method, config: TrainConfig, data, epochs, log=print, lr=None, seed_offset=0,
+                start_step=0):
     """One phase of training: set the method up, build optimizer and schedule, run `fit`.
 
     Returns (history, flops, optimizer). Multi-phase methods (lottery tickets, prune then
     fine-tune) call this once per phase; `lr` overrides the configured learning rate.
+    `start_step`: resume a run of `epochs` epochs at that step: the learning-rate schedule
+    starts there and only the remaining steps are trained (lottery-ticket rewinding).
     """
     x_train, y_train, x_test, y_test, _ = data
     loader = BatchLoader(x_train, y_train, config.batch_size, shuffle=True,
                          seed=config.seed + seed_offset)
     # the method may replace layers (sparsify) before the optimizer sees the parameters
-    method.setup(model, None, loader, epochs * len(loader))
+    total = epochs * len(loader)
+    if not 0 <= start_step < total:
+        raise ValueError(f"start_step must be in [0, {total}) (the phase's steps), got {start_step}")
+    method.setup(model, None, loader, total - start_step)
     phase_config = config if lr is None else dataclasses.replace(config, lr=lr)
     optimizer = make_optimizer(phase_config, model.parameters())
     method.optimizer = optimizer
     scheduler = make_scheduler(dataclasses.replace(phase_config, epochs=epochs), optimizer,
                                len(loader))
-    history, flops = fit(model, optimizer, scheduler, method, loader, (x_test, y_test), epochs,
-                         x_train.shape[1:], device=config.device, progress=config.progress,
-                         log=log, penalty=config.penalty())
+    for _ in range(start_step):
+        scheduler.step()
+    steps = total - start_step
+    history, flops = fit(model, optimizer, scheduler, method, loader, (x_test, y_test),
+                         -(-steps // len(loader)), x_train.shape[1:], device=config.device,
+                         progress=config.progress, log=log, penalty=config.penalty(),
+                         max_steps=steps)
     return history, flops, optimizer
 
 
@@ -232,7 +264,8 @@ def make_record(config: TrainConfig, model, method, optimizer, data, history, fl
     record = {
         "method": config.method, "model": config.model, "sparsity": summary["sparsity"],
         "density": summary["density"], "target_sparsity": config.sparsity,
-        "test_accuracy": test_acc,
+        # with a validation split (config.val) the held-out images replace the test set
+        ("val_accuracy" if config.val else "test_accuracy"): test_acc,
         "per_class_accuracy": metrics.per_class_accuracy(predictions, y_test, int(y_test.max()) + 1),
         "epochs": epochs, "seed": config.seed, "train_seconds": train_seconds,
         "history": history, "layers": metrics.layer_table(model),
@@ -258,6 +291,8 @@ def train_model(config: TrainConfig, log=print, model=None, data=None):
     config.validate()
     manual_seed(config.seed)
     data = data or load_arrays(config.data, config.dataset)
+    if config.val:
+        data = split_validation(data, config.val)
     x_train, y_train = data[0], data[1]
     model = model or build_model(config.model, input_shape=x_train.shape[1:],
                                  num_classes=int(y_train.max()) + 1)

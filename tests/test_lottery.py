@@ -187,3 +187,24 @@ def test_command_line_end_to_end(fast_mode, tmp_path):
     record = json.loads(path.read_text())
     assert record["method"] == "lottery" and record["density"] <= 0.5
     assert record["method_details"]["rewind_step"] == 1      # 5 % of 2 epochs of 8 steps
+
+
+def test_rounds_after_the_first_resume_at_the_rewind_step(fast_mode):
+    # rewinding rewinds the run: rounds 1.. train T - k steps from step k of the schedule
+    steps = {}
+
+    class Counting(LotteryTicket):
+        def after_step(self, step):
+            super().after_step(step)
+            steps.setdefault(self.round, []).append(step)
+
+    from sparsenet.random import manual_seed
+    from sparsenet.train import load_arrays
+    config = TrainConfig(model=SPEC, method="lottery", sparsity=0.3, epochs=1, data="subset",
+                         progress=False)
+    method = Counting(sparsity=0.3, rewind_step=3)
+    model = small_model()
+    manual_seed(0)
+    method.train_model(config, model, load_arrays("subset"), log=None)
+    assert len(steps[0]) == 8                                # 1000 images, batch 128
+    assert all(len(steps[r]) == 8 - 3 for r in steps if r > 0)

@@ -55,7 +55,7 @@ def sgd_steps(model, steps, lr=0.05, momentum=0.9, weight_decay=0.01, on_step=No
 def test_layerwise_prunes_each_layer_to_its_exact_density_by_magnitude(fmt):
     model = small_model()
     before = dense_weights(model)
-    MagnitudePruning(sparsity=0.8, format=fmt).prune(model)
+    MagnitudePruning(sparsity=0.8, scope="layerwise", format=fmt).prune(model)
     total_kept = total = 0
     for name, layer in prunable_layers(model):
         assert isinstance(layer, SparseLinear) and layer.format == fmt
@@ -85,11 +85,18 @@ def test_global_keeps_exactly_the_largest_weights_of_all_layers(fmt):
     assert kept == k
 
 
+def test_default_scope_is_global_unless_the_pattern_or_distribution_fixes_each_layer():
+    assert MagnitudePruning(sparsity=0.9).scope == "global"
+    assert MagnitudePruning(sparsity=0.9, format="block", block_size=4).scope == "global"
+    assert MagnitudePruning(format="nm", n=2, m=4, sparsity=0.5).scope == "layerwise"
+    assert MagnitudePruning(sparsity=0.9, distribution="erk").scope == "layerwise"
+
+
 def test_global_ranking_is_global_a_layer_of_small_weights_loses_more():
     layerwise, global_ = small_model(), small_model()
     for m in (layerwise, global_):
         prunable_layers(m)[1][1].weight.data *= 0.2         # layer "3": small weights
-    MagnitudePruning(sparsity=0.8).prune(layerwise)
+    MagnitudePruning(sparsity=0.8, scope="layerwise").prune(layerwise)
     MagnitudePruning(sparsity=0.8, scope="global", min_density=0.0).prune(global_)
     lw = [layer.weight.density for _, layer in prunable_layers(layerwise)]
     gl = [layer.weight.density for _, layer in prunable_layers(global_)]
@@ -131,7 +138,7 @@ def test_two_four_pattern_keeps_the_two_largest_of_every_four():
 def test_block_pruning_keeps_the_blocks_of_largest_norm():
     model = small_model()
     before = dense_weights(model)
-    MagnitudePruning(sparsity=0.75, format="block", block_size=2).prune(model)
+    MagnitudePruning(sparsity=0.75, scope="layerwise", format="block", block_size=2).prune(model)
     for name, layer in prunable_layers(model):
         w = before[name]
         norms = np.sqrt((w.reshape(w.shape[0] // 2, 2, -1, 2) ** 2).sum(axis=(1, 3)))
@@ -259,7 +266,8 @@ def test_magnitude_record_has_both_phases_and_is_deterministic(fast_mode):
     assert first["epochs"] == 4 and first["density"] == pytest.approx(0.2, abs=1e-4)
     assert first["dense_test_accuracy"] == first["history"][1]["test_accuracy"]
     assert 0 <= first["pruned_test_accuracy"] <= 1
-    assert first["method_details"]["finetune_lr"] == pytest.approx(0.005)
+    assert first["method_details"]["finetune_lr"] == pytest.approx(0.05)    # the run's lr
+    assert first["method_details"]["scope"] == "global"
     assert 0.2 < first["flops"]["training_relative"] < 1.0
 
 
@@ -275,7 +283,7 @@ def test_gmp_runs_the_same_on_csr_and_masked(fast_mode):
 
 @pytest.mark.parametrize("argv, density", [
     (["--method", "magnitude", "--sparsity", "0.9"], 0.1),
-    (["--method", "magnitude", "--sparsity", "0.9", "--opt", "scope=global"], 0.1),
+    (["--method", "magnitude", "--sparsity", "0.9", "--opt", "scope=layerwise"], 0.1),
     (["--method", "magnitude", "--pattern", "nm:2:4"], 0.5),
     (["--method", "gmp", "--sparsity", "0.9"], 0.1),
 ])

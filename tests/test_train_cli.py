@@ -136,3 +136,56 @@ def test_cli_bad_arguments_exit_2(fast_mode, capsys, argv, words):
 def test_cli_needs_a_command(capsys):
     assert main([]) == 2
     assert "command" in capsys.readouterr().err
+
+
+# ----- the validation split (choosing hyperparameters without the test set) -----------------
+def test_validation_split_holds_out_training_images_and_drops_the_test_set():
+    from sparsenet.train import split_validation
+    x = np.arange(100, dtype=np.float32).reshape(100, 1)
+    y = np.arange(100) % 10
+    test_x, test_y = np.full((7, 1), -1.0, np.float32), np.zeros(7, np.int64)
+    x_tr, y_tr, x_val, y_val, origin = split_validation((x, y, test_x, test_y, "here"), 30)
+    assert len(y_tr) == 70 and len(y_val) == 30
+    seen = np.concatenate([x_tr[:, 0], x_val[:, 0]])
+    assert sorted(seen) == list(range(100))                 # disjoint, nothing lost
+    assert -1.0 not in seen and "30 training images held out" in origin
+    again = split_validation((x, y, test_x, test_y, "here"), 30)
+    assert np.array_equal(again[2], x_val)                  # the same images every time
+
+
+@pytest.mark.parametrize("val", [-1, 1.5, True, 1000, 5000])
+def test_bad_validation_sizes_are_refused(fast_mode, val):
+    with pytest.raises(ValueError, match="val"):
+        run(TrainConfig(data="subset", progress=False, epochs=1, val=val), log=None)
+
+
+def test_a_validation_run_records_val_accuracy_and_no_test_accuracy(fast_mode, capsys):
+    record = run(TrainConfig(data="subset", progress=False, epochs=1, val=200), log=None)
+    assert "test_accuracy" not in record and 0 <= record["val_accuracy"] <= 1
+    assert record["data"]["train"] == 800 and record["hyperparameters"]["val"] == 200
+    assert main(["train", "--epochs", "1", "--data", "subset", "--val", "200",
+                 "--no-progress"]) == 0
+    assert "validation accuracy" in capsys.readouterr().out
+
+
+# ----- resuming a schedule (lottery-ticket rewinding) ---------------------------------------
+def test_train_phase_resumes_the_schedule_at_start_step(fast_mode):
+    from sparsenet.algorithms.base import Method
+    from sparsenet.nn import build_model
+    from sparsenet.train import load_arrays, train_phase
+    data = load_arrays("subset")                             # 1000 images: 8 steps per epoch
+    config = TrainConfig(model="mlp:784-16-10", data="subset", progress=False, lr=0.1)
+    steps, lrs = [], []
+
+    class Count(Method):
+        def after_step(self, step):
+            steps.append(step)
+            lrs.append(self.optimizer.param_groups[0]["lr"])
+
+    model = build_model("mlp:784-16-10")
+    train_phase(model, Count(), config, data, epochs=2, log=None, start_step=5)
+    assert len(steps) == 16 - 5                              # only the steps left are trained
+    # the lr of the first trained step is the cosine schedule's at step 5 of 16, not step 0
+    assert lrs[0] == pytest.approx(0.1 * 0.5 * (1 + np.cos(np.pi * 5 / 16)))
+    with pytest.raises(ValueError, match="start_step"):
+        train_phase(model, Count(), config, data, epochs=2, log=None, start_step=16)

@@ -190,6 +190,11 @@ print("epochs:", record["epochs"], " test accuracy:", f"{record['test_accuracy']
 #
 # The record's `history` has one entry per epoch: the mean training loss and the accuracy on
 # the test set at the end of that epoch.
+#
+# Watching the test accuracy is fine for learning; *choosing* anything by it (a learning rate,
+# a number of epochs) turns the test set into training data. `TrainConfig(val=5000)` (or
+# `sparsenet train --val 5000`) holds out 5,000 training images and scores on those instead;
+# the record then carries `val_accuracy` and no test accuracy at all.
 
 # %%
 epochs = [h["epoch"] for h in record["history"]]

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from .. import backend
 from ..nn.layers import Conv2d, Linear
 from ..nn.sparse_layers import SparseConv2d, SparseLinear
 from ..sparse import sparsify
@@ -107,3 +108,17 @@ def change_topology(layer, drop, grow_rows=None, grow_cols=None, optimizer=None,
                                             empty if grow_cols is None else grow_cols, grow_values)
     layer.set_topology(new, new_from_old, optimizer)
     return new_from_old
+
+
+def rescale_to_sparse_fan_in(layers):
+    """Scale each neuron's initial weights by sqrt(dense fan-in / stored fan-in), so a sparse
+    neuron starts with the output variance the dense initialization meant (Evci et al. 2022,
+    "Gradient Flow in Sparse Neural Networks and How Lottery Tickets Win"; SRigL's reference
+    code does the same, `use_sparse_initialization`)."""
+    for _, layer in layers:
+        w = layer.weight
+        fan_in = np.bincount(w.active()[0], minlength=w.shape[0])       # stored inputs per row
+        scale = np.sqrt(w.shape[1] / np.maximum(fan_in, 1))
+        rows, _ = w.coords()                                            # aligned with values
+        values = layer.values.data
+        values *= backend.array_module(values).asarray(scale[rows].astype(values.dtype))

@@ -47,7 +47,7 @@ import numpy as np
 
 from .. import backend, random
 from .base import SparseMethod
-from .common import change_topology, lowest_units, prunable_layers
+from .common import change_topology, lowest_units, prunable_layers, rescale_to_sparse_fan_in
 from .schedules import DropFraction, UpdateSchedule
 
 DECAYS = ("cosine", "constant", "linear")
@@ -85,20 +85,6 @@ def start_sparse(method, model, sparsify=None):
                              f"{layer.weight.shape} with no unit: the {layer.format!r} format "
                              "cannot represent so few weights there")
     return layers
-
-
-def rescale_to_sparse_fan_in(layers):
-    """Scale each neuron's initial weights by sqrt(dense fan-in / stored fan-in), so a sparse
-    neuron starts with the output variance the dense initialization meant (Evci et al. 2022,
-    "Gradient Flow in Sparse Neural Networks and How Lottery Tickets Win"; SRigL's reference
-    code does the same, `use_sparse_initialization`)."""
-    for _, layer in layers:
-        w = layer.weight
-        fan_in = np.bincount(w.active()[0], minlength=w.shape[0])       # stored inputs per row
-        scale = np.sqrt(w.shape[1] / np.maximum(fan_in, 1))
-        rows, _ = w.coords()                                            # aligned with values
-        values = layer.values.data
-        values *= backend.array_module(values).asarray(scale[rows].astype(values.dtype))
 
 
 def resolve_layer_names(model, names) -> set:

@@ -14,9 +14,12 @@ Lottery Ticket Hypothesis" (ICML).
 
 R is the first round whose remaining fraction of weights is <= 1 - sparsity. Masks live in the
 sparse format (csr or masked; block prunes whole blocks by norm): a pruned weight is absent, so
-it stays pruned. Each round trains `round_epochs` (default: the run's epochs) with a fresh
-optimizer and the full learning-rate schedule (Frankle et al. 2020 resume the schedule at step
-k; with k a few percent of training the difference is small).
+it stays pruned. Round 0 trains `round_epochs` (default: the run's epochs), T steps. Rewinding
+rewinds the run, not only the weights (Frankle et al. 2020, Section 3: "train ... from step k"):
+rounds 1..R start from theta_k at step k of the same learning-rate schedule and train the T - k
+steps left, with a fresh optimizer (momentum restarts at zero). Restarting the schedule from
+step 0 instead would hit theta_k, already past the high-rate start, with the largest rates
+again.
 
 Defaults and where they come from:
 - rate p = 0.2 per round for fully connected layers and output_rate = p / 2 for the output
@@ -196,15 +199,17 @@ class LotteryTicket(SparseMethod):
                 load_weights(model, self.theta_k)                   # rewind to theta_k
             if log:
                 log(f"lottery round {r}/{len(keeps)}: density {model_density(model):.4f}")
+            # a rewound ticket resumes the run at step k: schedule from k, T - k steps
+            resume = self.k if r > 0 else 0
             hist, flops, optimizer = train_phase(model, self, config, data, epochs, log,
-                                                 seed_offset=r)
+                                                 seed_offset=r, start_step=resume)
             history += [dict(h, round=r, epoch=r * epochs + h["epoch"]) for h in hist]
             phases.append(flops)
             rounds.append({"round": r, "density": model_density(model),
                            "test_accuracy": hist[-1]["test_accuracy"], "epochs": epochs})
             if control is not None:
                 hist, _, _ = train_phase(control, Method(), config, data, epochs, None,
-                                         seed_offset=r)
+                                         seed_offset=r, start_step=resume)
                 rounds[-1]["reinit_test_accuracy"] = hist[-1]["test_accuracy"]
                 if log:
                     log(f"  ticket {rounds[-1]['test_accuracy']:.4f}  "

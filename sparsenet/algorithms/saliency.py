@@ -37,7 +37,7 @@ from ..nn.sparse_layers import SparseConv2d, SparseLinear
 from ..sparse import FORMATS
 from ..tensor import Tensor
 from .base import SparseMethod
-from .common import SPARSE_TYPES, prunable_layers, weight_shape
+from .common import SPARSE_TYPES, prunable_layers, rescale_to_sparse_fan_in, weight_shape
 from .distributions import layer_counts
 
 SCOPES = ("global", "layer")
@@ -253,15 +253,19 @@ class PruningAtInit(SparseMethod):
     Subclasses define `scores(model, loader, alive=None) -> {layer: (out, in*k) array}`, the
     scores of the network masked by `alive` (None: nothing pruned yet), and add their scoring
     work with `self.count_passes`. `iterations` > 1 prunes in steps (SynFlow, iterative SNIP).
+    sparse_init=True rescales the kept initial weights to each neuron's stored fan-in
+    (`common.rescale_to_sparse_fan_in`, Evci et al. 2022); the papers keep them as drawn.
     """
 
     iterations = 1
 
-    def __init__(self, sparsity=0.9, scope="global", **options):
+    def __init__(self, sparsity=0.9, scope="global", sparse_init=False, **options):
         super().__init__(sparsity=sparsity, **options)
         if scope not in SCOPES:
             raise ValueError(f"scope must be one of {SCOPES}, got {scope!r}")
-        self.scope = scope
+        if not isinstance(sparse_init, bool):
+            raise ValueError(f"sparse_init must be true or false, got {sparse_init!r}")
+        self.scope, self.sparse_init = scope, sparse_init
         self.passes = 0.0               # forward+backward passes of one sample spent on scoring
         self.report, self._changed, self._flops = {}, False, 0.0
 
@@ -302,6 +306,9 @@ class PruningAtInit(SparseMethod):
             self._flops = 3.0 * dense_forward * self.passes
         self.report["layers"] = self._layer_report(masks)
         apply_masks(model, masks, self.format, self.format_options())
+        if self.sparse_init:             # not in the papers: Evci et al. 2022's rescaling
+            rescale_to_sparse_fan_in([(n, m) for n, m in prunable_layers(model)
+                                      if isinstance(m, SPARSE_TYPES)])
         self._changed = True
 
     def _layer_report(self, masks) -> dict:
@@ -328,5 +335,6 @@ class PruningAtInit(SparseMethod):
         return flops
 
     def describe(self) -> dict:
-        return {**super().describe(), "scope": self.scope, "scoring_passes": self.passes,
+        return {**super().describe(), "scope": self.scope, "sparse_init": self.sparse_init,
+                "scoring_passes": self.passes,
                 **self.report}
