@@ -76,6 +76,12 @@ def markdown_table(header: list, rows: list) -> str:
 CONFIG_KEYS = ("lr", "weight_decay", "epochs", "val")      # TrainConfig fields a cell may set
 
 
+def run_name(method, sparsity, settings, seed) -> str:
+    """The record file name of one run: method, sparsity, every setting, seed."""
+    extra = "".join(f"-{k}{v}" for k, v in sorted(settings.items()))
+    return f"{method}-{sparsity:g}{extra}-s{seed}"
+
+
 def _train_and_write(job):
     """Worker: train one (config fields, method options) and write its record to `path`."""
     fields, options, path = job

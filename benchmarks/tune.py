@@ -23,7 +23,7 @@ import statistics
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from common import CONFIG_KEYS, RESULTS, train_runs  # noqa: E402
+from common import CONFIG_KEYS, RESULTS, run_name, train_runs  # noqa: E402
 
 VAL = 5000
 
@@ -69,11 +69,6 @@ GRIDS = {
         ("lottery", 0.893): product(rewind_step=[0, 469]),
     },
 }
-
-
-def run_name(method, sparsity, setting, seed):
-    extra = "".join(f"-{k}{v}" for k, v in sorted(setting.items()))
-    return f"{method}-{sparsity:g}{extra}-s{seed}"
 
 
 def table(grid, directory, seeds):

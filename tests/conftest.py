@@ -45,3 +45,24 @@ def fast_mode(monkeypatch):
 def gradcheck():
     """The central-difference gradient check of `tests/gradcheck.py`, as a fixture."""
     return _gradcheck
+
+
+@pytest.fixture
+def one_thread():
+    """Kernels and BLAS on one thread for the test (`pytestmark = pytest.mark.usefixtures(
+    "one_thread")`): tests that multiply tiny matrices many times would, on a loaded 2-core
+    machine, spend far more handing them to threads than on the work. Results do not depend
+    on it."""
+    import contextlib
+
+    import numba
+    threads = numba.get_num_threads()
+    numba.set_num_threads(1)
+    try:
+        from threadpoolctl import threadpool_limits
+        limits = threadpool_limits(1)
+    except ImportError:                    # threadpoolctl is optional
+        limits = contextlib.nullcontext()
+    with limits:
+        yield
+    numba.set_num_threads(threads)

@@ -20,24 +20,7 @@ from sparsenet.train import load_arrays
 STEPS, BATCH = 300, 32
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """These tests multiply tiny matrices: on a loaded 2-core machine handing them to threads
-    costs far more than the work, so kernels and BLAS run on one thread here (the results do
-    not depend on it)."""
-    import contextlib
-
-    import numba
-    threads = numba.get_num_threads()
-    numba.set_num_threads(1)
-    try:
-        from threadpoolctl import threadpool_limits
-        limits = threadpool_limits(1)
-    except ImportError:
-        limits = contextlib.nullcontext()
-    with limits:
-        yield
-    numba.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")      # tiny products: see conftest.py
 
 
 @pytest.fixture(scope="module")

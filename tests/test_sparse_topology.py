@@ -140,11 +140,30 @@ def test_constant_fan_in_holds_after_update(fmt, rng):
     drop[0] = True                                              # a weight of row 0
     empty_rows, empty_cols = np.nonzero(~W.mask())
     in_row_1 = np.flatnonzero(empty_rows == 1)[0]
-    with pytest.raises(ValueError, match="balance within each row"):
+    with pytest.raises(ValueError, match="constant fan-in"):
         W.update(drop, empty_rows[[in_row_1]], empty_cols[[in_row_1]])
     in_row_0 = np.flatnonzero(empty_rows == 0)[0]
     new, _ = W.update(drop, empty_rows[[in_row_0]], empty_cols[[in_row_0]])
     assert (new.mask().sum(axis=1) == 2).all()
+
+
+@pytest.mark.parametrize("fmt", ["csr", "masked"])
+def test_constant_fan_in_allows_empty_rows_the_ablated_units(fmt, rng):
+    # rows of 0 or K: emptying row 0 and giving its 2 weights to one other row each of ...
+    W = weight(fmt, rng, density=0.25, constant_fan_in=True)     # 6 rows of 2
+    rows, _ = W.unit_coords()
+    drop = rows == 0                                             # ablate row 0
+    with pytest.raises(ValueError, match="constant fan-in"):     # 2 extra weights in row 1: 4 != 2
+        empty_rows, empty_cols = np.nonzero(~W.mask())
+        pick = np.flatnonzero(empty_rows == 1)[:2]
+        W.update(drop, empty_rows[pick], empty_cols[pick])
+    new, _ = W.update(drop, np.zeros(0, np.int64), np.zeros(0, np.int64))
+    assert new.constant_fan_in and new.mask().sum(axis=1).tolist() == [0, 2, 2, 2, 2, 2]
+    # ... and every active row growing by one at once keeps the rule: K goes from 2 to 3
+    empty_rows, empty_cols = np.nonzero(~new.mask())
+    pick = [np.flatnonzero(empty_rows == r)[0] for r in range(1, 6)]
+    grown, _ = new.update(np.zeros(new.nnz, bool), empty_rows[pick], empty_cols[pick])
+    assert grown.mask().sum(axis=1).tolist() == [0, 3, 3, 3, 3, 3]
 
 
 def test_random_pattern_counts_and_twins(rng):

@@ -63,9 +63,11 @@ print("fast mode:", FAST, " training images:", len(DATA[1]))
 # %% [markdown]
 # ## 1. Constant fan-in, and its condensed form
 #
-# `constant_fan_in=True` (formats csr and masked) makes the format itself keep every row at
-# the same length: a topology update that would leave two rows unequal is refused. In CSR the
-# rows then sit at equal strides, so `values` and `indices` reshape to (out, K) without a copy.
+# `constant_fan_in=True` (formats csr and masked) makes the format itself keep every non-empty
+# row at the same length: a topology update that would leave two rows unequal is refused (an
+# empty row, an ablated neuron, is allowed: section 3). In CSR the rows then sit at equal
+# strides, so `values` and `indices` reshape to (out, K) without a copy (to (active, K) with
+# the list of active rows once some are empty).
 
 # %%
 layer = SparseLinear(784, 300, density=0.1, constant_fan_in=True, rng=np.random.default_rng(0))
@@ -166,10 +168,10 @@ fig.tight_layout()
 # the layer's budget is shared by the others, whose fan-in rises to K' = budget // active
 # neurons. The output layer never ablates.
 #
-# Storage: the constant fan-in format refuses an empty row, and an ablated neuron *is* an empty
-# row, so the layers that may ablate are stored without the flag and SRigL checks the rule
-# itself after each update (active rows hold K', ablated rows nothing). Below, γ_sal = 0.3 and
-# a deliberately harsh γ_sal = 0.9, at 95 % sparsity.
+# Storage: an ablated neuron *is* an empty row, which the constant fan-in format accepts (rows
+# of 0 or K), so every layer keeps the flag and the format refuses any update that would leave
+# two active rows unequal; SRigL checks in addition that the empty rows are exactly the ablated
+# neurons. Below, γ_sal = 0.3 and a deliberately harsh γ_sal = 0.9, at 95 % sparsity.
 
 
 # %%

@@ -26,11 +26,10 @@ settled per row: every row gets back what the drop took from it. nnz is exactly 
 first ablation; afterwards it is (active neurons) · K', at most B and less by the remainder.
 
 Constant fan-in and empty rows: the csr/masked option `constant_fan_in=True` makes the format
-enforce equal rows, but it requires EVERY row to hold K (an ablated neuron's empty row is
-refused). So the initial pattern is drawn with `constant_fan_in=True`, and the layers that may
-ablate (when γ_sal > 0: every sparse layer but the model's last) are re-stored without the
-flag; this method then checks the rule itself after every update (active rows K', ablated
-rows 0). With γ_sal = 0 every layer keeps the flag and the format enforces it.
+enforce the rule itself: every non-empty row holds the same number of weights, and a row of
+none is an ablated neuron. Every sparse layer is stored with it, so an update that broke the
+rule would be refused by the format; this method checks in addition that the empty rows are
+exactly the ablated neurons (`check_fan_in`).
 
 Defaults and sources: γ_sal = 0.3 (the value the paper recommends), measured against
 the sparse fan-in K (reference `use_sparse_const_fan_in_for_ablation: True`); α = 0.3,
@@ -46,17 +45,6 @@ from ..sparse.topology import dense_grad_topk
 from .base import register
 from .common import layer_densities, lowest_units, prunable_layers, weight_shape
 from .dst import DynamicSparseMethod, check_positive_int, resolve_layer_names, start_sparse
-
-
-class _Rows:
-    """A weight seen with one growth group per row (what constant fan-in means), for a layer
-    stored without the format's flag because it may hold ablated, empty rows."""
-
-    format = "rows"
-
-    def __init__(self, weight):
-        self.unit_grid, self.n_units, self.n_groups = weight.shape, weight.n_units, weight.shape[0]
-        self.unit_coords = weight.unit_coords
 
 
 @register("srigl")
@@ -88,17 +76,9 @@ class SRigL(DynamicSparseMethod):
 
     # ----- the initial constant fan-in model -----------------------------------------------------
     def sparsify_model(self, model):
-        start_sparse(self, model, sparsify=self.sparsify_constant_fan_in)
+        layers = start_sparse(self, model, sparsify=self.sparsify_constant_fan_in)
         last = prunable_layers(model)[-1][0]
-        self.ablates = {}
-        for name, layer in prunable_layers(model, sparse_only=True):
-            self.ablates[name] = self.gamma_sal > 0 and name != last
-            if self.ablates[name]:              # room for empty rows: see the module docstring
-                relaxed = type(layer).from_config(dict(layer.sparse_config(),
-                                                       constant_fan_in=False))
-                relaxed.load_state_dict(layer.state_dict())
-                model.replace_submodule(name, relaxed)
-        layers = prunable_layers(model, sparse_only=True)
+        self.ablates = {name: self.gamma_sal > 0 and name != last for name, _ in layers}
         self.budget = {name: layer.weight.nnz for name, layer in layers}
         self.fan_in0 = {name: layer.weight.nnz // layer.weight.shape[0] for name, layer in layers}
         self.ablated = {name: 0 for name, _ in layers}
@@ -149,7 +129,7 @@ class SRigL(DynamicSparseMethod):
             drop = lowest_units(np.where(drop, -np.inf, magnitude), count, groups=rows)
             kept = np.bincount(rows[~drop], minlength=n_rows)
         grow = np.where(active, fan_in - kept, 0)
-        grow_rows, grow_cols, _ = dense_grad_topk(_Rows(w), G, X, grow, dropped=drop,
+        grow_rows, grow_cols, _ = dense_grad_topk(w, G, X, grow, dropped=drop,   # per row
                                                   chunk_rows=self.chunk_rows)
         replaced = self.apply(layer, drop, grow_rows, grow_cols)
         self.check_fan_in(name, layer, active, fan_in)
@@ -176,7 +156,8 @@ class SRigL(DynamicSparseMethod):
         return salient >= threshold
 
     def check_fan_in(self, name, layer, active, fan_in):
-        """Active neurons hold exactly K' inputs, ablated ones none (the format can't check it)."""
+        """Active neurons hold exactly K' inputs, ablated ones none (the format checks only
+        that the non-empty rows are equal)."""
         rows, _ = layer.weight.unit_coords()
         lengths = np.bincount(rows, minlength=active.size)
         if (lengths[active] != fan_in).any() or lengths[~active].any():

@@ -333,8 +333,19 @@ class SparseMatrix(ABC):
 
 class RowGroups:
     """Constraint groups of the formats that can keep a constant fan-in (CSR, Masked): with
-    `constant_fan_in`, each row is a group (drops and grows must balance inside a row); without
-    it, the whole matrix is one group. Listed before SparseMatrix among the bases."""
+    `constant_fan_in`, each row is a group and every non-empty row holds the same number K of
+    weights (a row of 0 is an ablated neuron: no input, no output); without it, the whole
+    matrix is one group. Listed before SparseMatrix among the bases."""
+
+    @staticmethod
+    def check_fan_in(row_len, context):
+        """Raise unless every non-empty row of `row_len` holds the same count."""
+        filled = row_len[row_len > 0]
+        if filled.size and (filled != filled[0]).any():
+            bad = int(np.flatnonzero((row_len > 0) & (row_len != filled[0]))[0])
+            raise ValueError(f"{context}: constant fan-in needs every non-empty row to hold the "
+                             f"same number of weights; row {bad} would hold {row_len[bad]}, "
+                             f"the first non-empty row {filled[0]}")
 
     @property
     def n_groups(self):

@@ -4,8 +4,9 @@ Row r's weights sit at values[indptr[r]:indptr[r+1]], in the columns indices[sam
 (sorted, unique). `spmm_t` needs columns grouped instead of rows; the CSC permutation that does
 that is built on first use and cached: the topology of an object never changes.
 
-With `constant_fan_in=True` every row holds the same number of weights (every output unit sees
-as many inputs), and `update` keeps it so: the constraint group of a weight is its row.
+With `constant_fan_in=True` every non-empty row holds the same number of weights (every output
+unit sees as many inputs; an empty row is an ablated unit), and `update` keeps it so: the
+constraint group of a weight is its row.
 """
 from __future__ import annotations
 
@@ -74,9 +75,8 @@ class CSR(RowGroups, SparseMatrix):
         n_rows, n_cols = check_shape(shape)
         indptr, indices, row_len = check_compressed(indptr, indices, n_rows, n_cols)
         check_values(values, indices.size)
-        if constant_fan_in and (row_len != row_len[0]).any():
-            raise ValueError(f"constant_fan_in=True needs the same number of weights in every "
-                             f"row, got between {row_len.min()} and {row_len.max()}")
+        if constant_fan_in:
+            self.check_fan_in(row_len, "indptr")
         self.shape = (n_rows, n_cols)
         self.indptr, self.indices = indptr, indices              # int64 and int32
         self.values = values
@@ -183,10 +183,8 @@ class CSR(RowGroups, SparseMatrix):
         new_keys, source = merge_pattern(rows * n_cols + cols, drop, grow_rows * n_cols + grow_cols,
                                          n_cols)
         counts = np.bincount(new_keys // n_cols, minlength=n_rows)
-        if self.constant_fan_in and (counts != counts[0]).any():
-            bad = int(np.flatnonzero(counts != self.nnz // n_rows)[0])
-            raise ValueError(f"constant fan-in: drops and grows must balance within each row; "
-                             f"row {bad} would hold {counts[bad]} weights, not {self.nnz // n_rows}")
+        if self.constant_fan_in:
+            self.check_fan_in(counts, "update")
         values, new_from_old = gather_values(backend.to_numpy(self.values), source, grow_values)
         indptr = np.concatenate([[0], np.cumsum(counts)])
         new = CSR(indptr, (new_keys % n_cols).astype(np.int32), values, self.shape,

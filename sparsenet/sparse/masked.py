@@ -32,9 +32,8 @@ class Masked(RowGroups, SparseMatrix):
         if (backend.to_numpy(values)[~mask.ravel()] != 0).any():
             raise ValueError("values must be exactly 0 wherever mask is False")
         row_len = mask.sum(axis=1)
-        if constant_fan_in and (row_len != row_len[0]).any():
-            raise ValueError(f"constant_fan_in=True needs the same number of True entries in "
-                             f"every row of mask, got between {row_len.min()} and {row_len.max()}")
+        if constant_fan_in:
+            self.check_fan_in(row_len, "mask")
         self.shape = shape
         self.values = values
         self.constant_fan_in = bool(constant_fan_in)
@@ -141,11 +140,8 @@ class Masked(RowGroups, SparseMatrix):
         mask[new_keys] = True
         mask = mask.reshape(self.shape)
         row_len = mask.sum(axis=1)
-        if self.constant_fan_in and (row_len != row_len[0]).any():
-            bad = int(np.flatnonzero(row_len != self._mask.sum(axis=1))[0])
-            raise ValueError(f"constant fan-in: drops and grows must balance within each row; "
-                             f"row {bad} would hold {row_len[bad]} weights, not "
-                             f"{self.nnz // n_rows}")
+        if self.constant_fan_in:
+            self.check_fan_in(row_len, "update")
         values = backend.to_numpy(self.values).copy()
         values[stored[drop]] = 0                       # a dropped weight is gone, not just hidden
         values[grow_at] = grow_values
