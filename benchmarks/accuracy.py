@@ -136,6 +136,10 @@ def main(argv=None):
                             os.path.join(RESULTS, "accuracy", name), args.data, args.jobs)
     for r in records:                      # cells differing by options get their own row
         r["method"] = label(r)
+    # a lottery run with reinit=True also trained the random-reinitialization control: its row
+    records += [dict(r, method=r["method"] + " reinit control",
+                     test_accuracy=r["reinit_test_accuracy"])
+                for r in records if "reinit_test_accuracy" in r]
     rows = summarize(records)
     ref_label = reference[0] + ("[" + ",".join(f"{k}={v}" for k, v in sorted(reference[2].items()))
                                 + "]" if reference[2] else "")

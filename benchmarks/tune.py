@@ -60,6 +60,11 @@ GRIDS = {
         ("snip", 0.98): product(lr=[0.1], weight_decay=[5e-4], sparse_init=[True])
         + product(lr=[0.1], weight_decay=[5e-4], scope=["layer"], distribution=["erk"]),
     },
+    # RigL at 90 %: the layer shares and how long the topology keeps moving
+    "rigl90": {
+        ("rigl", 0.9): product(lr=[0.1], weight_decay=[5e-4], sparse_init=[True],
+                               distribution=["erk", "uniform"], t_end=[0.5, 0.9]),
+    },
     "pruning": {
         ("snip", 0.95): product(lr=[0.05, 0.1], weight_decay=[1e-4, 5e-4]),
         ("snip", 0.98): product(lr=[0.05, 0.1], weight_decay=[1e-4, 5e-4]),

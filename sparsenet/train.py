@@ -266,6 +266,9 @@ def make_record(config: TrainConfig, model, method, optimizer, data, history, fl
         "density": summary["density"], "target_sparsity": config.sparsity,
         # with a validation split (config.val) the held-out images replace the test set
         ("val_accuracy" if config.val else "test_accuracy"): test_acc,
+        # every other accuracy in the record (history, rounds) is on the same images
+        "evaluated_on": f"validation: {config.val} held-out training images" if config.val
+        else "test",
         "per_class_accuracy": metrics.per_class_accuracy(predictions, y_test, int(y_test.max()) + 1),
         "epochs": epochs, "seed": config.seed, "train_seconds": train_seconds,
         "history": history, "layers": metrics.layer_table(model),

@@ -162,6 +162,7 @@ def test_bad_validation_sizes_are_refused(fast_mode, val):
 def test_a_validation_run_records_val_accuracy_and_no_test_accuracy(fast_mode, capsys):
     record = run(TrainConfig(data="subset", progress=False, epochs=1, val=200), log=None)
     assert "test_accuracy" not in record and 0 <= record["val_accuracy"] <= 1
+    assert record["evaluated_on"].startswith("validation: 200")
     assert record["data"]["train"] == 800 and record["hyperparameters"]["val"] == 200
     assert main(["train", "--epochs", "1", "--data", "subset", "--val", "200",
                  "--no-progress"]) == 0

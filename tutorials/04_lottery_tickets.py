@@ -24,7 +24,8 @@
 #
 # 1. train the dense network, remembering its weights $\theta_k$ after $k$ steps;
 # 2. remove 20 % of each layer's remaining weights, the smallest |w| (the output layer 10 %);
-# 3. set the survivors back to $\theta_k$ and train again; repeat from 2.
+# 3. set the survivors back to $\theta_k$ and train again from step $k$ (the learning-rate
+#    schedule resumes where $\theta_k$ was taken, for the steps left); repeat from 2.
 #
 # $k = 0$ is the original paper's reset to initialization; Frankle et al. (2019, 2020) found
 # that rewinding to an early iteration instead keeps tickets working where the reset fails.

@@ -32,9 +32,9 @@ Defaults and where they come from:
   training (0.1-7 % of it, a few hundred iterations), which keeps tickets working where the
   reset to k = 0 fails at larger learning rates; k = 0 is the original paper's reset (small
   networks such as LeNet are stable from initialization, Frankle et al. 2020, so k = 0 works
-  there as well). On lenet300 / Fashion-MNIST at 8.7 % remaining, a validation split chose
-  k = 0 over k = 469 by 0.45 points (3 seeds; benchmarks/results/tuning-pruning.md), so the
-  LeNet figures use `--opt rewind_step=0`; the default stays the one for larger networks.
+  there as well). On lenet300 / Fashion-MNIST at 8.7 % remaining the two are within the
+  spread of seeds: a validation split preferred k = 0 by 0.45 points, the test set k = 469 by
+  0.18 (3 seeds each; benchmarks/results/tuning-pruning.md, accuracy-tuned-lenet300.md).
 - reinit=False; with reinit=True every round also trains the control of Frankle & Carbin
   (Section 2): the winning ticket's masks with values drawn afresh from the initial
   distribution, recorded as `reinit_test_accuracy`; it doubles the cost.
