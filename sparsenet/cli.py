@@ -253,7 +253,7 @@ def main(argv=None):
     args = build_parser().parse_args(argv)
     try:
         args.func(args)
-    except (ValueError, TypeError, FileNotFoundError, KeyError) as e:
+    except (ValueError, TypeError, FileNotFoundError, KeyError, FloatingPointError) as e:
         print(f"sparsenet {args.command}: error: {e}", file=sys.stderr)
         return 2
     return 0

@@ -166,6 +166,12 @@ def fit(model, optimizer, scheduler, method, loader, test_arrays, epochs, input_
             xb, yb = backend.to_device(xb, device), backend.to_device(yb, device)
             logits = model(Tensor(xb))
             loss = cross_entropy(logits, yb)
+            if not np.isfinite(loss.item()):           # stop before the step spreads it
+                raise FloatingPointError(
+                    f"training diverged: the loss is {loss.item()} at step {step + 1} (epoch "
+                    f"{epoch}) with lr {scheduler.get_lr():g}; lower the learning rate (--lr). "
+                    f"lenet5, with no nonlinearity between its convolutions, trains at 0.01 "
+                    f"(Caffe's LeNet solver)")
             optimizer.zero_grad()
             loss.backward()
             if penalty:

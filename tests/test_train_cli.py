@@ -190,3 +190,12 @@ def test_train_phase_resumes_the_schedule_at_start_step(fast_mode):
     assert lrs[0] == pytest.approx(0.1 * 0.5 * (1 + np.cos(np.pi * 5 / 16)))
     with pytest.raises(ValueError, match="start_step"):
         train_phase(model, Count(), config, data, epochs=2, log=None, start_step=16)
+
+
+def test_a_diverging_run_stops_with_a_clear_error(fast_mode, capsys):
+    with pytest.raises(FloatingPointError, match=r"diverged.*lower the learning rate"):
+        run(TrainConfig(model="mlp:784-16-10", data="subset", progress=False, epochs=2,
+                        lr=1e6, momentum=0.9), log=None)
+    assert main(["train", "--model", "mlp:784-16-10", "--data", "subset", "--epochs", "2",
+                 "--lr", "1e6", "--no-progress"]) == 2
+    assert "diverged" in capsys.readouterr().err
