@@ -15,6 +15,7 @@ benchmarks/results/accuracy-<suite>-<model>.md.
     python benchmarks/accuracy.py --suite pruning --jobs 2   # gmp, magnitude, lottery, snip, ...
     python benchmarks/accuracy.py --suite dst                # static, set, rigl, srigl, mest, ...
     python benchmarks/accuracy.py --suite tuned --seeds 3
+    python benchmarks/accuracy.py --suite conv --model lenet5 --jobs 2
     python benchmarks/accuracy.py --suite custom --cells rigl:0.9,static:0.98 --seeds 2
 
 A suite reuses records already on disk (delete them to rerun), so it can be resumed. `--jobs N`
@@ -59,8 +60,10 @@ SUITES = {
               ("snip", 0.95, {"lr": 0.1, "weight_decay": 5e-4}),
               ("snip", 0.98, {"lr": 0.1, "weight_decay": 5e-4}),
               ("random", 0.98, {"lr": 0.1})],
+    # convolutional models (--model lenet5): lr 0.01, Caffe's LeNet solver (0.05 diverges)
+    "conv": [("dense", 0.0, {"lr": 0.01}), ("gmp", 0.9, {"lr": 0.01})],
 }
-REFERENCE = {"tuned": ("dense", 0.0, {"weight_decay": 5e-4})}
+REFERENCE = {"tuned": ("dense", 0.0, {"weight_decay": 5e-4}), "conv": ("dense", 0.0, {"lr": 0.01})}
 DEFAULT_REFERENCE = ("dense", 0.0, {})
 
 

@@ -46,7 +46,7 @@ def test_a_validation_setting_only_holds_known_keys():
                     get_method(method, sparsity=sparsity, **options)   # raises on a typo
 
 
-@pytest.mark.parametrize("suite", ["pruning", "dst", "tuned"])
+@pytest.mark.parametrize("suite", ["pruning", "dst", "tuned", "conv"])
 def test_accuracy_suites_name_known_methods_and_options(suite):
     import accuracy
     from sparsenet.algorithms import get_method
