@@ -42,6 +42,7 @@ from .distributions import layer_counts
 
 SCOPES = ("global", "layer")
 COLLAPSE_RATIO = 0.1     # a layer below 10 % of the overall density is reported as collapsed
+DISCONNECTED = 0.5       # ... and one whose units are more than half without inputs, too
 
 
 # ----- reading the model and the data --------------------------------------------------------
@@ -323,6 +324,13 @@ class PruningAtInit(SparseMethod):
                               "layer collapse", stacklevel=2)
         self.report["layer_collapse"] = [n for n, r in rows.items()
                                          if r["density"] < COLLAPSE_RATIO * density]
+        # a subtler collapse: enough weights, but most output units left without any input
+        # (GraSP at 95 % on lenet300 once kept 191 weights in 3 of layer "3"'s 100 units)
+        self.report["disconnected"] = [n for n, keep in masks.items()
+                                       if rows[n]["dead_outputs"] > DISCONNECTED * keep.shape[0]]
+        for name in self.report["disconnected"]:
+            warnings.warn(f"{self.name}: layer {name} leaves {rows[name]['dead_outputs']} of its "
+                          f"{masks[name].shape[0]} output units without any input", stacklevel=2)
         return rows
 
     def topology_changed(self) -> bool:

@@ -26,7 +26,8 @@ Defaults and where they come from:
   far (same batch), which the authors propose against SNIP's layer collapse at extreme sparsity.
 Layer collapse: at high sparsity SNIP may leave a layer almost empty; every layer keeps at least
 its best weight, and `describe()["layer_collapse"]` names layers left below 10 % of the overall
-density.
+density; `describe()["disconnected"]` names layers where more than half of the output units
+keep no input at all (SNIP at 98 % on lenet300 does this to its first layer).
 """
 from __future__ import annotations
 
