@@ -64,6 +64,7 @@ GRIDS = {
     "rigl90": {
         ("rigl", 0.9): product(lr=[0.1], weight_decay=[5e-4], sparse_init=[True],
                                distribution=["erk", "uniform"], t_end=[0.5, 0.9]),
+        ("set", 0.9): product(lr=[0.1], weight_decay=[5e-4], sparse_init=[True]),
     },
     "pruning": {
         ("snip", 0.95): product(lr=[0.05, 0.1], weight_decay=[1e-4, 5e-4]),
