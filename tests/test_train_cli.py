@@ -192,6 +192,7 @@ def test_train_phase_resumes_the_schedule_at_start_step(fast_mode):
         train_phase(model, Count(), config, data, epochs=2, log=None, start_step=16)
 
 
+@pytest.mark.filterwarnings("ignore:overflow:RuntimeWarning", "ignore:invalid value:RuntimeWarning")
 def test_a_diverging_run_stops_with_a_clear_error(fast_mode, capsys):
     with pytest.raises(FloatingPointError, match=r"diverged.*lower the learning rate"):
         run(TrainConfig(model="mlp:784-16-10", data="subset", progress=False, epochs=2,
