@@ -5,56 +5,31 @@ import math
 import numpy as np
 import pytest
 
-import sparsenet as sn
+import dst_loop
+from dst_loop import data, tiny_model
 from sparsenet.algorithms import get_method
 from sparsenet.algorithms.common import lowest_units
-from sparsenet.nn import Flatten, Linear, ReLU, Sequential, SparseLinear
-from sparsenet.nn.functional import cross_entropy
+from sparsenet.nn import Sequential, SparseLinear
 from sparsenet.optim import SGD
 from sparsenet.sparse import CSR, Masked
-from sparsenet.tensor import Tensor
-from sparsenet.train import TrainConfig, load_arrays, train_model
+from sparsenet.train import TrainConfig, train_model
 
 pytestmark = pytest.mark.usefixtures("one_thread")      # tiny products: see conftest.py
 
-_DATA = {}
-
-
-def data(n=256):
-    if "xy" not in _DATA:
-        x, y = load_arrays("subset")[:2]
-        _DATA["xy"] = (x[:n], y[:n])
-    return _DATA["xy"]
-
-
-def tiny_model(sizes=(784, 48, 24, 10), dtype=np.float32):
-    sn.manual_seed(0)
-    layers = [Flatten()]
-    for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:])):
-        layers += [Linear(a, b, dtype=dtype)] + ([ReLU()] if i < len(sizes) - 2 else [])
-    return Sequential(*layers)
-
 
 def train(method, steps=40, batch=32, model=None, on_update=None, lr=0.05):
-    """A plain loop calling the hooks like sparsenet.train.fit; on_update(before, step) after
-    every topology update."""
-    x, y = data()
-    model = model or tiny_model()
-    method.setup(model, None, None, steps)
-    opt = SGD(model.parameters(), lr=lr, momentum=0.9, weight_decay=1e-4)
-    method.optimizer = opt
-    for step in range(steps):
-        i = (step * batch) % len(x)
-        loss = cross_entropy(model(Tensor(x[i:i + batch])), y[i:i + batch])
-        opt.zero_grad()
-        loss.backward()
-        method.after_backward(step)
-        opt.step()
-        before = snapshot(method)
-        method.after_step(step)
-        if method.is_update_step(step) and on_update:
-            on_update(before, step)
-    return model, method
+    """dst_loop.train; on_update(before, step) after every topology update, `before` being
+    the snapshot taken just before it."""
+    if on_update is None:
+        return dst_loop.train(method, steps, batch, model, lr)
+    taken = {}
+
+    def on_step(when, step):
+        if when == "before":
+            taken["before"] = snapshot(method)
+        elif method.is_update_step(step):
+            on_update(taken["before"], step)
+    return dst_loop.train(method, steps, batch, model, lr, on_step=on_step)
 
 
 def snapshot(method):

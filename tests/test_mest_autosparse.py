@@ -6,6 +6,8 @@ import math
 import numpy as np
 import pytest
 
+import dst_loop
+from dst_loop import data
 import sparsenet as sn
 from sparsenet import metrics
 from sparsenet.algorithms import get_method
@@ -13,49 +15,18 @@ from sparsenet.algorithms.autosparse import (AutoSparseLinear, SoftThreshold, an
 from sparsenet.algorithms.common import lowest_units
 from sparsenet.algorithms.mest import ElasticRatio
 from sparsenet.cli import main
-from sparsenet.nn import Flatten, Linear, ReLU, Sequential, SparseLinear, build_model
+from sparsenet.nn import Flatten, Sequential, SparseLinear, build_model
 from sparsenet.nn.functional import cross_entropy
 from sparsenet.optim import SGD
 from sparsenet.sparse import CSR, Block, Masked
 from sparsenet.tensor import Tensor
-from sparsenet.train import load_arrays
-
-_DATA = {}
-
-
-def data(n=256):
-    if "xy" not in _DATA:
-        x, y = load_arrays("subset")[:2]
-        _DATA["xy"] = (x[:n], y[:n])
-    return _DATA["xy"]
-
 
 def tiny_model(seed=0):
-    sn.manual_seed(seed)
-    return Sequential(Flatten(), Linear(784, 48), ReLU(), Linear(48, 24), ReLU(), Linear(24, 10))
+    return dst_loop.tiny_model(seed=seed)
 
 
 def train(method, steps=40, batch=32, seed=0, on_step=None, model=None):
-    """A loop calling the hooks as sparsenet.train.fit does; on_step(when, step) around
-    after_step ("before", "after")."""
-    x, y = data()
-    model = model or tiny_model(seed)
-    method.setup(model, None, None, steps)
-    opt = SGD(model.parameters(), lr=0.05, momentum=0.9, weight_decay=1e-4)
-    method.optimizer = opt
-    for step in range(steps):
-        i = (step * batch) % len(x)
-        loss = cross_entropy(model(Tensor(x[i:i + batch])), y[i:i + batch])
-        opt.zero_grad()
-        loss.backward()
-        method.after_backward(step)
-        opt.step()
-        if on_step:
-            on_step("before", step)
-        method.after_step(step)
-        if on_step:
-            on_step("after", step)
-    return model, method
+    return dst_loop.train(method, steps, batch, model, seed=seed, on_step=on_step)
 
 
 # ----- MEST ------------------------------------------------------------------------------------
