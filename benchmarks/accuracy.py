@@ -29,7 +29,7 @@ import os
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from common import CONFIG_KEYS, RESULTS, run_name, train_runs  # noqa: E402
+from common import RESULTS, run_name, train_runs  # noqa: E402
 
 from sparsenet.compare import markdown, summarize  # noqa: E402
 
@@ -76,11 +76,8 @@ def run_suite(cells, seeds, model, epochs, out_dir, data_source="full", jobs=1):
             path = os.path.join(out_dir, run_name(method, sparsity, settings, seed) + ".json")
             paths.append(path)
             if not os.path.exists(path):
-                fields = dict(model=model, method=method, sparsity=sparsity, epochs=epochs,
-                              seed=seed, data=data_source)
-                fields.update({k: v for k, v in settings.items() if k in CONFIG_KEYS})
-                options = {k: v for k, v in settings.items() if k not in CONFIG_KEYS}
-                todo.append((fields, options, path))
+                todo.append((dict(model=model, method=method, sparsity=sparsity, seed=seed,
+                                  data=data_source, epochs=epochs), settings, path))
     print(f"{len(todo)} runs to do, {jobs} at once", flush=True)
     train_runs(todo, jobs)
     records = []

@@ -82,11 +82,20 @@ def run_name(method, sparsity, settings, seed) -> str:
     return f"{method}-{sparsity:g}{extra}-s{seed}"
 
 
+def split_settings(settings) -> tuple:
+    """A cell's settings as (TrainConfig fields among CONFIG_KEYS, method options)."""
+    return ({k: v for k, v in settings.items() if k in CONFIG_KEYS},
+            {k: v for k, v in settings.items() if k not in CONFIG_KEYS})
+
+
 def _train_and_write(job):
-    """Worker: train one (config fields, method options) and write its record to `path`."""
-    fields, options, path = job
+    """Worker: train one (TrainConfig fields, cell settings) and write its record to `path`;
+    a setting that names a TrainConfig field (lr, epochs, ...) overrides the field."""
+    fields, settings, path = job
     from sparsenet.train import TrainConfig, train_model
-    _, record = train_model(TrainConfig(progress=False, method_options=options, **fields), log=None)
+    config_fields, options = split_settings(settings)
+    config = TrainConfig(progress=False, method_options=options, **{**fields, **config_fields})
+    _, record = train_model(config, log=None)
     with open(path, "w") as f:
         json.dump(record, f, indent=1)
     split = "val" if "val_accuracy" in record else "test"
@@ -96,7 +105,7 @@ def _train_and_write(job):
 
 
 def train_runs(jobs, processes=1):
-    """Train [(TrainConfig fields, method options, record path)], `processes` at a time.
+    """Train [(TrainConfig fields, cell settings, record path)], `processes` at a time.
 
     Each worker is a fresh process on one thread (Numba and BLAS), so runs at once do not fight
     over the cores; with processes=1 the runs go one after another in this process.

@@ -23,7 +23,7 @@ import statistics
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from common import CONFIG_KEYS, RESULTS, run_name, train_runs  # noqa: E402
+from common import RESULTS, run_name, train_runs  # noqa: E402
 
 VAL = 5000
 
@@ -125,11 +125,8 @@ def main(argv=None):
         for setting, seed in itertools.product(settings, range(args.seeds)):
             path = os.path.join(directory, run_name(method, sparsity, setting, seed) + ".json")
             if not os.path.exists(path):
-                fields = dict(model=args.model, method=method, sparsity=sparsity, seed=seed,
-                              data="full", epochs=args.epochs, val=VAL)
-                fields.update({k: v for k, v in setting.items() if k in CONFIG_KEYS})
-                options = {k: v for k, v in setting.items() if k not in CONFIG_KEYS}
-                jobs.append((fields, options, path))
+                jobs.append((dict(model=args.model, method=method, sparsity=sparsity, seed=seed,
+                                  data="full", epochs=args.epochs, val=VAL), setting, path))
     print(f"{len(jobs)} runs to do ({args.jobs} at once), validation on {VAL} held-out images",
           flush=True)
     train_runs(jobs, args.jobs)

@@ -17,6 +17,11 @@ def test_run_names_spell_every_setting_in_a_fixed_order():
     assert common.run_name("dense", 0.0, {}, 0) == "dense-0-s0"
 
 
+def test_settings_split_into_config_fields_and_method_options():
+    assert common.split_settings({"lr": 0.1, "alpha": 0.5, "epochs": 3}) == \
+        ({"lr": 0.1, "epochs": 3}, {"alpha": 0.5})
+
+
 def test_product_gives_every_combination():
     grid = tune.product(lr=[0.05, 0.1], sparse_init=[False, True])
     assert len(grid) == 4 and {"lr": 0.1, "sparse_init": True} in grid
@@ -41,7 +46,7 @@ def test_a_validation_setting_only_holds_known_keys():
     for grid in tune.GRIDS.values():
         for (method, sparsity), settings in grid.items():
             for setting in settings:
-                options = {k: v for k, v in setting.items() if k not in common.CONFIG_KEYS}
+                _, options = common.split_settings(setting)
                 if method != "dense":
                     get_method(method, sparsity=sparsity, **options)   # raises on a typo
 
@@ -51,6 +56,6 @@ def test_accuracy_suites_name_known_methods_and_options(suite):
     import accuracy
     from sparsenet.algorithms import get_method
     for method, sparsity, settings in accuracy.SUITES[suite]:
-        options = {k: v for k, v in settings.items() if k not in common.CONFIG_KEYS}
+        _, options = common.split_settings(settings)
         if method != "dense":
             get_method(method, sparsity=sparsity, **options)
