@@ -57,6 +57,13 @@ def add_train_arguments(p, single_run=True):
                    help="hold out N training images and evaluate on them instead of the test set "
                         "(for choosing hyperparameters)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--threads", type=int, default=None, metavar="N",
+                   help="cores to use (default: all this process may run on); they go to the "
+                        "sparse kernels (Numba) or to BLAS, whichever does most of the work")
+    if single_run:
+        p.add_argument("--max-steps", type=int, default=None, metavar="N",
+                       help="stop after N optimizer steps and write the record (to probe a long "
+                            "run; the schedules still span --epochs)")
 
 
 def pattern_options(pattern, format=None) -> dict:
@@ -93,7 +100,8 @@ def config_from_args(args):
                        optimizer=args.optimizer, schedule=args.schedule, seed=args.seed,
                        data=args.data, dataset=args.dataset, device=args.device,
                        progress=not args.no_progress, method_options=options, l1=args.l1,
-                       group_lasso=args.group_lasso, groups=args.groups, val=args.val)
+                       group_lasso=args.group_lasso, groups=args.groups, val=args.val,
+                       threads=args.threads, max_steps=getattr(args, "max_steps", None))
 
 
 def summary_line(record) -> str:
@@ -164,15 +172,20 @@ def cmd_info(args):
     from .data import find_data
     print(f"sparsenet {__version__} on Python {platform.python_version()} ({platform.machine()})")
     print(f"numpy {np.__version__}, scipy {scipy.__version__}, numba {numba.__version__}")
-    print(f"CPU cores: {os.cpu_count()}, numba threads: {numba.get_num_threads()}, "
-          f"threading layer: {numba.config.THREADING_LAYER}, "
-          f"jit disabled: {bool(numba.config.DISABLE_JIT)}")
-    try:
-        from threadpoolctl import threadpool_info
-        for pool in threadpool_info():
-            print(f"BLAS: {pool.get('internal_api')} with {pool.get('num_threads')} threads")
-    except ImportError:
-        print("BLAS threads: unknown (install threadpoolctl to see them)")
+    from threadpoolctl import threadpool_info
+
+    from . import threads
+    cores = threads.check_threads(args.threads)
+    print(f"CPU cores: {os.cpu_count()} ({threads.available_cores()} available to this process), "
+          f"numba pool: {numba.config.NUMBA_NUM_THREADS} threads, threading layer: "
+          f"{numba.config.THREADING_LAYER}, jit disabled: {bool(numba.config.DISABLE_JIT)}")
+    for pool in threadpool_info():
+        print(f"BLAS: {pool.get('internal_api')} {pool.get('version')} with "
+              f"{pool.get('num_threads')} threads ({pool.get('threading_layer')})")
+    print(f"thread policy: training uses {cores} core(s){' (--threads)' if args.threads else ''}; "
+          f"they go to the sparse kernels (Numba) when sparse layers do most of the multiply-adds, "
+          f"with BLAS on one thread, and to BLAS otherwise, with Numba on one thread "
+          f"(sparsenet/threads.py says why)")
     cp = backend.cupy_module()
     if cp is None:
         print("GPU: none (CuPy not installed or no CUDA device)")
@@ -229,6 +242,8 @@ def build_parser():
     p.set_defaults(func=cmd_demo)
 
     p = sub.add_parser("info", help="versions, threads, GPU, data location, methods")
+    p.add_argument("--threads", type=int, default=None, metavar="N",
+                   help="show the thread policy for N cores")
     p.set_defaults(func=cmd_info)
 
     p = sub.add_parser("data", help="data set management")

@@ -15,7 +15,7 @@ import time
 import numpy as np
 from tqdm.auto import tqdm
 
-from . import backend, metrics, optim
+from . import backend, metrics, optim, threads
 from .algorithms import get_method
 from .data import BatchLoader, load_dataset, to_float
 from .nn import build_model
@@ -51,6 +51,8 @@ class TrainConfig:
     group_lasso: float = 0.0
     groups: str = "rows"            # rows | columns | blocks (group lasso)
     val: int = 0                    # hold out this many training images and evaluate on them
+    threads: int | None = None      # cores for the pool that owns them (threads.py); None: all
+    max_steps: int | None = None    # stop after this many optimizer steps (a probe of a long run)
 
     def validate(self):
         if self.epochs <= 0:
@@ -66,6 +68,12 @@ class TrainConfig:
         if isinstance(self.val, bool) or not isinstance(self.val, (int, np.integer)) or self.val < 0:
             raise ValueError(f"val (validation images held out) must be an integer >= 0, "
                              f"got {self.val!r}")
+        if self.max_steps is not None and (isinstance(self.max_steps, bool) or
+                                           not isinstance(self.max_steps, (int, np.integer))
+                                           or self.max_steps < 1):
+            raise ValueError(f"max_steps must be a positive integer (or None), got "
+                             f"{self.max_steps!r}")
+        threads.check_threads(self.threads)
         if self.schedule not in ("cosine", "step", "constant"):
             raise ValueError(f"schedule must be cosine, step or constant, got {self.schedule!r}")
         from .algorithms.regularization import check_options
@@ -143,10 +151,11 @@ def versions() -> dict:
 
 
 def fit(model, optimizer, scheduler, method, loader, test_arrays, epochs, input_shape,
-        device="cpu", progress=True, log=print, penalty=None, max_steps=None):
+        device="cpu", progress=True, log=print, penalty=None, max_steps=None, probe=False):
     """Train for `epochs`; returns (history, flops dict). The method's hooks run at every step.
 
-    `max_steps`: stop after this many steps (the last epoch is then partial).
+    `max_steps`: stop after this many steps (the last epoch is then partial); `probe`: that
+    limit is the user's `--max-steps`, cutting the run short (said so in the log).
 
     `penalty`: options of `regularization.regularize` (L1 / group lasso), added to the
     gradients right after backward, before the method sees them.
@@ -160,15 +169,17 @@ def fit(model, optimizer, scheduler, method, loader, test_arrays, epochs, input_
     for epoch in range(1, epochs + 1):
         t0, seen, loss_sum, correct = time.perf_counter(), 0, 0.0, 0
         bar = tqdm(loader, desc=f"epoch {epoch}/{epochs}", disable=not progress, leave=False)
+        shown = t0                                     # when the bar's numbers were last set
         for xb, yb in bar:
             if max_steps is not None and step >= max_steps:
                 break
             xb, yb = backend.to_device(xb, device), backend.to_device(yb, device)
             logits = model(Tensor(xb))
             loss = cross_entropy(logits, yb)
-            if not np.isfinite(loss.item()):           # stop before the step spreads it
+            loss_value = loss.item()
+            if not np.isfinite(loss_value):            # stop before the step spreads it
                 raise FloatingPointError(
-                    f"training diverged: the loss is {loss.item()} at step {step + 1} (epoch "
+                    f"training diverged: the loss is {loss_value} at step {step + 1} (epoch "
                     f"{epoch}) with lr {scheduler.get_lr():g}; lower the learning rate (--lr). "
                     f"lenet5, with no nonlinearity between its convolutions, trains at 0.01 "
                     f"(Caffe's LeNet solver)")
@@ -186,21 +197,31 @@ def fit(model, optimizer, scheduler, method, loader, test_arrays, epochs, input_
             dense_flops += 3 * fwd_dense * len(yb)
             step += 1
             seen += len(yb)
-            loss_sum += loss.item() * len(yb)
+            loss_sum += loss_value * len(yb)
             correct += int((backend.to_numpy(logits.data).argmax(axis=1)
                             == backend.to_numpy(yb)).sum())
-            if progress:
+            now = time.perf_counter()
+            if progress and now - shown > 0.5:          # formatting every step costs time
+                shown = now
                 bar.set_postfix(loss=f"{loss_sum / seen:.4f}", acc=f"{correct / seen:.3f}",
-                                samples_s=f"{seen / (time.perf_counter() - t0):.0f}")
+                                samples_s=f"{seen / (now - t0):.0f}", refresh=False)
+        partial = seen < loader.num_samples
+        stopped = probe and max_steps is not None and step >= max_steps
+        if seen == 0:                                   # max_steps ended the run at an epoch end
+            break
         method.after_epoch(epoch)
         seconds = time.perf_counter() - t0
         test_acc, _ = evaluate(model, *test_arrays, device=device)
-        history.append({"epoch": epoch, "loss": loss_sum / max(seen, 1),
-                        "train_accuracy": correct / max(seen, 1), "test_accuracy": test_acc,
-                        "seconds": seconds, "lr": scheduler.get_lr()})
+        history.append({"epoch": epoch, "loss": loss_sum / seen, "train_accuracy": correct / seen,
+                        "test_accuracy": test_acc, "seconds": seconds, "lr": scheduler.get_lr(),
+                        "steps": step, "samples": seen, "samples_per_second": seen / seconds,
+                        "partial": partial})
         if log:
-            log(f"epoch {epoch:3d}  loss {loss_sum / max(seen, 1):.4f}  train {correct / max(seen, 1):.4f}"
-                f"  test {test_acc:.4f}  {seen / seconds:,.0f} samples/s")
+            log(f"epoch {epoch:3d}  loss {loss_sum / seen:.4f}  train {correct / seen:.4f}"
+                f"  test {test_acc:.4f}  {seen / seconds:,.0f} samples/s"
+                + (f"  (stopped after {step} steps: --max-steps)" if stopped else ""))
+        if stopped:
+            break
     fwd_sparse, _ = metrics.forward_flops(model, positions)
     flops = {"inference_relative": fwd_sparse / fwd_dense if fwd_dense else 1.0,
              "training_relative": train_flops / dense_flops if dense_flops else 1.0,
@@ -254,10 +275,13 @@ def train_phase(model, method, config: TrainConfig, data, epochs, log=print, lr=
     for _ in range(start_step):
         scheduler.step()
     steps = total - start_step
+    probe = config.max_steps is not None and config.max_steps < steps
+    positions = metrics.layer_positions(model, x_train.shape[1:])
+    threads.apply_policy(model, config.threads, positions)
     history, flops = fit(model, optimizer, scheduler, method, loader, (x_test, y_test),
                          -(-steps // len(loader)), x_train.shape[1:], device=config.device,
                          progress=config.progress, log=log, penalty=config.penalty(),
-                         max_steps=steps)
+                         max_steps=min(steps, config.max_steps) if probe else steps, probe=probe)
     return history, flops, optimizer
 
 
@@ -277,6 +301,9 @@ def make_record(config: TrainConfig, model, method, optimizer, data, history, fl
         else "test",
         "per_class_accuracy": metrics.per_class_accuracy(predictions, y_test, int(y_test.max()) + 1),
         "epochs": epochs, "seed": config.seed, "train_seconds": train_seconds,
+        "steps": history[-1]["steps"] if history else 0,
+        "stopped_early": config.max_steps is not None and any(h.get("partial") for h in history),
+        "threads": threads.current(),
         "history": history, "layers": metrics.layer_table(model),
         "parameters": summary["weights_stored"], "parameters_dense": summary["weights_dense"],
         "bytes": metrics.parameter_bytes(model, optimizer), "flops": flops,

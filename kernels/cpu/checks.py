@@ -155,6 +155,18 @@ def check_csr(indptr, indices, n_cols):
         )
 
 
+def check_perm(perm, nnz, unique=False):
+    """Full check of a CSC permutation: every entry a position in [0, nnz), and with
+    `unique` each position once (a kernel that writes through perm from several threads needs
+    that: two threads writing one position would race)."""
+    csc_perm(perm, nnz)
+    if perm.size and (perm.min() < 0 or perm.max() >= nnz):
+        raise ValueError(f"perm: expected positions in [0, nnz = {nnz}), got range"
+                         f" [{perm.min()}, {perm.max()}]")
+    if unique and np.bincount(perm, minlength=nnz).max(initial=0) > 1:
+        raise ValueError("perm: expected a permutation (each position once), got a repeat")
+
+
 def check_bsr(indptr, indices, blocks, n_block_cols):
     """Full check of a BSR pattern (block-column indices < n_block_cols)."""
     check_csr(indptr, indices, n_block_cols)
@@ -162,7 +174,8 @@ def check_bsr(indptr, indices, blocks, n_block_cols):
 
 
 def check_nm(values, idx, M):
-    """Full check of N:M storage: offsets in [0, M), strictly increasing per group."""
+    """Full check of N:M storage: offsets in [0, M), strictly increasing per group
+    (values may be None: the SDDMM has only the pattern)."""
     nm_pattern(idx, M, values)
     if idx.size and int(idx.max()) >= M:
         raise ValueError(f"idx: expected in-group offsets in [0, M = {M}), got max {int(idx.max())}")

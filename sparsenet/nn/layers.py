@@ -100,6 +100,10 @@ class MaxPool2d(Module):
 
 
 class Sequential(Module):
+    """Layers applied in order. A layer that can fuse the ReLU after it (`fuses_relu`: the
+    sparse linear layer) is called with relu=True and the ReLU module is skipped: the same
+    numbers, without the separate passes over the activations."""
+
     def __init__(self, *layers):
         super().__init__()
         for i, layer in enumerate(layers):
@@ -117,6 +121,15 @@ class Sequential(Module):
         return list(self._modules.values())[i]
 
     def forward(self, x):
-        for layer in self._modules.values():
-            x = layer(x)
+        layers = list(self._modules.values())
+        i = 0
+        while i < len(layers):
+            layer = layers[i]
+            if getattr(layer, "fuses_relu", False) and i + 1 < len(layers) and \
+                    type(layers[i + 1]) is ReLU:
+                x = layer(x, relu=True)     # a sparse layer and its ReLU: one kernel pass
+                i += 2
+            else:
+                x = layer(x)
+                i += 1
         return x

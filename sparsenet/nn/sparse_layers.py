@@ -17,6 +17,7 @@ import numpy as np
 
 from .. import backend, random
 from ..sparse import FORMATS, Masked, SparseMatrix
+from ..sparse.base import kernels_for
 from ..sparse.convert import format_options, state_arrays, weight_from_arrays
 from ..sparse.topology import dense_grad_topk, random_pattern
 from ..tensor import Function
@@ -28,9 +29,15 @@ from .module import Module, Parameter
 
 # ----- autograd Functions ------------------------------------------------------------------
 class SparseLinearFunction(Function):
-    """y = x @ W.T + b with W sparse."""
+    """y = x @ W.T + b with W sparse; with relu=True, y = relu(x @ W.T + b) as one operation.
 
-    def forward(self, x, values, bias=None, weight=None, remember=None):
+    The fused form (what `Sequential` uses for a sparse layer followed by a ReLU) adds the bias
+    and applies the ReLU inside the product kernel, and its backward takes the gradient through
+    the ReLU and the bias gradient in one pass (`relu_backward`), where the separate operations
+    would make five passes over the activations. The results are the same numbers.
+    """
+
+    def forward(self, x, values, bias=None, weight=None, remember=None, relu=False):
         if x.ndim != 2 or x.shape[1] != weight.shape[1]:
             raise ValueError(f"sparse linear: input must be (batch, {weight.shape[1]}), "
                              f"got {x.shape}")
@@ -38,21 +45,29 @@ class SparseLinearFunction(Function):
             raise TypeError(f"sparse linear: input dtype {x.dtype} differs from weight dtype "
                             f"{values.dtype}")
         X = backend.array_module(x).ascontiguousarray(x.T)     # (in, batch): a no-op when x came
-        Y = weight.spmm(X, values)                             # (out, batch)  from a sparse layer
-        if bias is not None:
-            Y += bias[:, None]
+        Y = weight.spmm(X, values, bias=bias, relu=relu)       # (out, batch)  from a sparse layer
         self.weight, self.values, self.X, self.remember = weight, values, X, remember
-        self.has_bias = bias is not None
+        self.has_bias, self.Y = bias is not None, (Y if relu else None)
         return Y.T                              # (batch, out): a view, still feature-major in memory
 
     def backward(self, g):
-        G = backend.array_module(g).ascontiguousarray(g.T)     # (out, batch)
-        need_gx = self.parents[0].requires_grad              # the first layer's input needs none
-        gx = self.weight.spmm_t(G, self.values).T if need_gx else None      # (batch, in)
-        gv = self.weight.sddmm(G, self.X)                                   # like values
+        xp = backend.array_module(g)
+        G = xp.ascontiguousarray(g.T)                          # (out, batch)
+        gb = None
+        if self.Y is not None:                  # through the ReLU; the bias gradient on the way
+            G_in, G = G, xp.empty_like(G)
+            gb = xp.empty(G.shape[0], dtype=G.dtype)
+            kernels_for(G).relu_backward(G_in, self.Y, G, gb)
+        elif self.has_bias:
+            gb = G.sum(axis=1)
+        if self.needs_grad[0]:                  # both products in one pass where the format can
+            gx, gv = self.weight.spmm_t_sddmm(G, self.X, self.values)
+            gx = gx.T                                                       # (batch, in)
+        else:                                   # the first layer: no input gradient
+            gx, gv = None, self.weight.sddmm(G, self.X)                     # like values
         if self.remember is not None:
             self.remember(G, self.X)
-        return (gx, gv, G.sum(axis=1)) if self.has_bias else (gx, gv)
+        return (gx, gv, gb) if self.has_bias else (gx, gv)
 
 
 def _columns(x, kernel, stride, padding):
@@ -295,6 +310,7 @@ class SparseLinear(_SparseLayer):
 
     kind = "linear"
     _shape_keys = ("in_features", "out_features")
+    fuses_relu = True            # Sequential runs it and a following ReLU as one operation
 
     def __init__(self, in_features, out_features, sparsity=None, density=None, format="csr",
                  block_size=16, n=2, m=4, bias=True, init="kaiming_uniform", dtype=np.float32,
@@ -306,8 +322,9 @@ class SparseLinear(_SparseLayer):
                     format=format, sparsity=sparsity, density=density, block_size=block_size,
                     n=n, m=m, constant_fan_in=constant_fan_in, init=init, dtype=dtype, rng=rng)
 
-    def forward(self, x):
-        return SparseLinearFunction.apply(*self._inputs(x), **self._forward_options())
+    def forward(self, x, relu=False):
+        """y = x @ W.T + b, or relu(x @ W.T + b) in one operation when relu=True."""
+        return SparseLinearFunction.apply(*self._inputs(x), relu=relu, **self._forward_options())
 
     def _feature_major(self, grad_out, x):
         xp = backend.array_module(x)

@@ -10,7 +10,17 @@ bring it back to life.
 from __future__ import annotations
 
 from .. import backend
+from ..kernels import get_backend
 from ..tensor import no_grad
+
+
+def _flat_kernel(name, *arrays):
+    """The fused update kernel `name` and flat views of `arrays`, or (None, None) when an array
+    is not contiguous or its backend has no such kernel (the NumPy expressions then run)."""
+    if not all(a.flags.c_contiguous for a in arrays) or arrays[0].dtype.kind != "f":
+        return None, None
+    kernel = getattr(get_backend(*arrays), name, None)
+    return kernel, [a.reshape(-1) for a in arrays]
 
 
 class Optimizer:
@@ -100,10 +110,15 @@ class SGD(Optimizer):
 
     def _update(self, p, grad, group):
         lr, mu, wd = group["lr"], group["momentum"], group["weight_decay"]
+        buf = self._state(p, ("momentum",))["momentum"] if mu else None
+        kernel, flat = _flat_kernel("sgd_update", p.data, grad, *([buf] if mu else []))
+        if kernel is not None:                  # one pass instead of five (same numbers)
+            kernel(flat[0], flat[1], flat[2] if mu else flat[0][:0], lr, mu, wd,
+                   bool(group["nesterov"]))
+            return
         if wd:
             grad = grad + wd * p.data
         if mu:
-            buf = self._state(p, ("momentum",))["momentum"]
             buf *= mu
             buf += grad
             grad = grad + mu * buf if group["nesterov"] else buf
@@ -122,13 +137,17 @@ class Adam(Optimizer):
 
     def _update(self, p, grad, group):
         lr, (b1, b2), eps, wd = group["lr"], group["betas"], group["eps"], group["weight_decay"]
+        st = self._state(p, ("m", "v"))
+        st["step"] += 1
+        t = st["step"]
+        kernel, flat = _flat_kernel("adam_update", p.data, grad, st["m"], st["v"])
+        if kernel is not None:                  # one pass (same numbers)
+            kernel(*flat, lr, b1, b2, eps, wd, self.decoupled, t)
+            return
         if wd and self.decoupled:
             p.data *= p.data.dtype.type(1 - lr * wd)
         elif wd:
             grad = grad + wd * p.data
-        st = self._state(p, ("m", "v"))
-        st["step"] += 1
-        t = st["step"]
         st["m"] *= b1
         st["m"] += (1 - b1) * grad
         st["v"] *= b2

@@ -30,6 +30,44 @@ def kernels_for(*arrays):
     return get_backend(*arrays)
 
 
+def trusted_kernels(*arrays):
+    """The products of `kernels_for` without their per-call O(nnz) index checks: for the
+    sparse types only, whose index arrays are validated when built and read-only after."""
+    module = get_backend(*arrays)
+    return getattr(module, "trusted", module)
+
+
+def owned(array):
+    """A private, read-only copy of an index array: the object's topology can then change only
+    through `update` (a caller editing the array it passed in, or `w.indices[...] = ...`, cannot
+    make the kernels read outside their arrays)."""
+    xp = backend.array_module(array)
+    copy = xp.array(array, copy=True)
+    if xp is np:
+        copy.flags.writeable = False
+    return copy
+
+
+def frozen(array):
+    """`array` made read-only in place (for index arrays the object alone holds)."""
+    if isinstance(array, np.ndarray):
+        array.flags.writeable = False
+    return array
+
+
+def apply_epilogue(out, bias, relu):
+    """out += bias[:, None], then ReLU (out * (out > 0)), in place: what the CSR kernel fuses
+    into its product, done here after the product for the other formats."""
+    if bias is not None:
+        check_values(bias, out.shape[0], "bias")
+        if bias.dtype != out.dtype:
+            raise TypeError(f"bias has dtype {bias.dtype}, expected {out.dtype}")
+        out += bias[:, None]
+    if relu:
+        out *= out > 0
+    return out
+
+
 # ----- shared argument checks ------------------------------------------------------------
 def check_shape(shape, name="shape") -> tuple[int, int]:
     if (not isinstance(shape, (tuple, list)) or len(shape) != 2
@@ -269,8 +307,9 @@ class SparseMatrix(ABC):
 
     # ----- products ----------------------------------------------------------------------
     @abstractmethod
-    def spmm(self, X, values=None, out=None):
-        """W @ X: X (n_cols, k) -> (n_rows, k). `values` overrides the stored ones (a layer's)."""
+    def spmm(self, X, values=None, out=None, bias=None, relu=False):
+        """W @ X: X (n_cols, k) -> (n_rows, k). `values` overrides the stored ones (a layer's);
+        then + bias[:, None] (bias (n_rows,)) and ReLU when asked, as one step."""
 
     @abstractmethod
     def spmm_t(self, G, values=None, out=None):
@@ -279,6 +318,11 @@ class SparseMatrix(ABC):
     @abstractmethod
     def sddmm(self, A, B, out=None):
         """(A @ B.T) at the stored positions: A (n_rows, k), B (n_cols, k) -> flat like `values`."""
+
+    def spmm_t_sddmm(self, G, X, values=None):
+        """Both gradients of a layer W @ X from its output gradient G (n_rows, k): (W.T @ G,
+        sddmm(G, X)). Formats with a fused kernel (CSR) compute them in one pass."""
+        return self.spmm_t(G, values), self.sddmm(G, X)
 
     def __matmul__(self, other):
         if not isinstance(other, np.ndarray):

@@ -10,8 +10,9 @@ from __future__ import annotations
 import numpy as np
 
 from .. import backend
-from .base import (SparseMatrix, check_dense, check_index_array, check_mask, check_operand,
-                   check_shape, check_values, kernels_for, output, top_k_mask, units_for_density)
+from .base import (SparseMatrix, apply_epilogue, check_dense, check_index_array, check_mask,
+                   check_operand, check_shape, check_values, frozen, kernels_for, output, owned,
+                   top_k_mask, trusted_kernels, units_for_density)
 from .csr import check_compressed
 from .topology import check_grow_values, check_update_args, gather_values, merge_pattern
 
@@ -36,7 +37,11 @@ class Block(SparseMatrix):
     def __init__(self, indptr, indices, values, shape, block_size):
         n_rows, n_cols = check_shape(shape)
         bs = check_block_size(block_size, (n_rows, n_cols))
-        indptr, indices, _ = check_compressed(indptr, indices, n_rows // bs, n_cols // bs)
+        # checked on private copies, which stay read-only (see `owned`)
+        indptr, indices, _ = check_compressed(owned(check_index_array(indptr, "indptr")),
+                                              owned(check_index_array(indices, "indices")),
+                                              n_rows // bs, n_cols // bs)
+        indptr, indices = frozen(indptr), frozen(indices)
         if getattr(values, "ndim", 1) == 3:              # (nnzb, bs, bs) accepted, stored flat
             if values.shape != (indices.size, bs, bs):
                 raise ValueError(f"values must have shape ({indices.size}, {bs}, {bs}), "
@@ -163,20 +168,21 @@ class Block(SparseMatrix):
         """(colptr, rowind, perm) over the block grid: BSC block j is blocks[perm[j]]. Built once."""
         if self._transposed is None:
             k = kernels_for(self.indptr)
-            self._transposed = k.bsr_to_bsc(self.indptr, self.indices, self.unit_grid[1])
+            self._transposed = tuple(owned(a) for a in
+                                     k.bsr_to_bsc(self.indptr, self.indices, self.unit_grid[1]))
         return self._transposed
 
     def _blocks_of(self, values):
         bs = self.block_size
         return self._values_or_own(values).reshape(-1, bs, bs)
 
-    def spmm(self, X, values=None, out=None):
+    def spmm(self, X, values=None, out=None, bias=None, relu=False):
         blocks = self._blocks_of(values)                                    # (nnzb, bs, bs)
         X = check_operand(X, self.shape[1], blocks.dtype, "X")              # (n_cols, k)
         shape = (self.shape[0], X.shape[1])
         out = output(out, shape, blocks.dtype, like=X)
-        kernels_for(blocks, X).bsr_spmm(self.indptr, self.indices, blocks, X, out)
-        return out                                                          # (n_rows, k)
+        trusted_kernels(blocks, X).bsr_spmm(self.indptr, self.indices, blocks, X, out)
+        return apply_epilogue(out, bias, relu)                              # (n_rows, k)
 
     def spmm_t(self, G, values=None, out=None):
         blocks = self._blocks_of(values)
@@ -184,7 +190,7 @@ class Block(SparseMatrix):
         shape = (self.shape[1], G.shape[1])
         out = output(out, shape, blocks.dtype, like=G)
         colptr, rowind, perm = self.transposed_index()
-        kernels_for(blocks, G).bsr_spmm_t(colptr, rowind, perm, blocks, G, out)
+        trusted_kernels(blocks, G).bsr_spmm_t(colptr, rowind, perm, blocks, G, out)
         return out                                                          # (n_cols, k)
 
     def sddmm(self, A, B, out=None):
@@ -194,7 +200,7 @@ class Block(SparseMatrix):
             raise ValueError(f"A and B must have the same k, got {A.shape} and {B.shape}")
         out = output(out, (self.nnz,), self.dtype, like=A)
         bs = self.block_size
-        kernels_for(A, B).bsr_sddmm(self.indptr, self.indices, A, B, out.reshape(-1, bs, bs))
+        trusted_kernels(A, B).bsr_sddmm(self.indptr, self.indices, A, B, out.reshape(-1, bs, bs))
         return out                                                          # (nnzb * bs * bs,)
 
     # ----- topology ----------------------------------------------------------------------

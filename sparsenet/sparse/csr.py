@@ -14,8 +14,8 @@ import numpy as np
 
 from .. import backend
 from .base import (RowGroups, SparseMatrix, check_dense, check_index_array, check_mask,
-                   check_operand, check_shape, check_values, kernels_for, output, top_k_mask,
-                   top_k_per_row_mask, units_for_density)
+                   check_operand, check_shape, check_values, frozen, kernels_for, output, owned,
+                   top_k_mask, top_k_per_row_mask, trusted_kernels, units_for_density)
 from .topology import check_grow_values, check_update_args, gather_values, merge_pattern
 
 
@@ -73,7 +73,11 @@ class CSR(RowGroups, SparseMatrix):
 
     def __init__(self, indptr, indices, values, shape, constant_fan_in=False):
         n_rows, n_cols = check_shape(shape)
-        indptr, indices, row_len = check_compressed(indptr, indices, n_rows, n_cols)
+        # checked on private copies, which stay read-only (see `owned`)
+        indptr, indices, row_len = check_compressed(owned(check_index_array(indptr, "indptr")),
+                                                    owned(check_index_array(indices, "indices")),
+                                                    n_rows, n_cols)
+        indptr, indices = frozen(indptr), frozen(indices)
         check_values(values, indices.size)
         if constant_fan_in:
             self.check_fan_in(row_len, "indptr")
@@ -143,15 +147,16 @@ class CSR(RowGroups, SparseMatrix):
         """(colptr, rowind, perm): CSC position j holds values[perm[j]]. Built once."""
         if self._transposed is None:
             k = kernels_for(self.indptr)
-            self._transposed = k.csr_to_csc(self.indptr, self.indices, self.shape[1])
+            self._transposed = tuple(owned(a) for a in
+                                     k.csr_to_csc(self.indptr, self.indices, self.shape[1]))
         return self._transposed
 
-    def spmm(self, X, values=None, out=None):
+    def spmm(self, X, values=None, out=None, bias=None, relu=False):
         values = self._values_or_own(values)
         X = check_operand(X, self.shape[1], values.dtype, "X")              # (n_cols, k)
         shape = (self.shape[0], X.shape[1])
         out = output(out, shape, values.dtype, like=X)
-        kernels_for(values, X).csr_spmm(self.indptr, self.indices, values, X, out)
+        trusted_kernels(values, X).csr_spmm(self.indptr, self.indices, values, X, out, bias, relu)
         return out                                                          # (n_rows, k)
 
     def spmm_t(self, G, values=None, out=None):
@@ -160,7 +165,7 @@ class CSR(RowGroups, SparseMatrix):
         shape = (self.shape[1], G.shape[1])
         out = output(out, shape, values.dtype, like=G)
         colptr, rowind, perm = self.transposed_index()
-        kernels_for(values, G).csr_spmm_t(colptr, rowind, perm, values, G, out)
+        trusted_kernels(values, G).csr_spmm_t(colptr, rowind, perm, values, G, out)
         return out                                                          # (n_cols, k)
 
     def sddmm(self, A, B, out=None):
@@ -169,8 +174,20 @@ class CSR(RowGroups, SparseMatrix):
         if A.shape[1] != B.shape[1]:
             raise ValueError(f"A and B must have the same k, got {A.shape} and {B.shape}")
         out = output(out, (self.nnz,), self.dtype, like=A)
-        kernels_for(A, B).csr_sddmm(self.indptr, self.indices, A, B, out)
+        trusted_kernels(A, B).csr_sddmm(self.indptr, self.indices, A, B, out)
         return out                                                          # (nnz,)
+
+    def spmm_t_sddmm(self, G, X, values=None):
+        values = self._values_or_own(values)
+        G = check_operand(G, self.shape[0], values.dtype, "G")              # (n_rows, k)
+        X = check_operand(X, self.shape[1], values.dtype, "X")              # (n_cols, k)
+        if G.shape[1] != X.shape[1]:
+            raise ValueError(f"G and X must have the same k, got {G.shape} and {X.shape}")
+        gx = output(None, (self.shape[1], G.shape[1]), values.dtype, like=G)
+        gv = output(None, (self.nnz,), values.dtype, like=G)
+        colptr, rowind, perm = self.transposed_index()
+        trusted_kernels(values, G).csr_spmm_t_sddmm(colptr, rowind, perm, values, G, X, gx, gv)
+        return gx, gv                                           # (n_cols, k), (nnz,)
 
     # ----- topology ----------------------------------------------------------------------
     unit_coords = coords

@@ -14,8 +14,8 @@ from __future__ import annotations
 import numpy as np
 
 from .. import backend
-from .base import (RowGroups, SparseMatrix, check_index_array, check_mask, check_operand,
-                   check_out, check_shape, check_values)
+from .base import (RowGroups, SparseMatrix, apply_epilogue, check_index_array, check_mask,
+                   check_operand, check_out, check_shape, check_values, owned)
 from .csr import choose_elements
 from .topology import check_grow_values, check_update_args, merge_pattern
 
@@ -37,7 +37,7 @@ class Masked(RowGroups, SparseMatrix):
         self.shape = shape
         self.values = values
         self.constant_fan_in = bool(constant_fan_in)
-        self._mask = mask
+        self._mask = owned(mask)                       # private and read-only
         self._nnz = int(row_len.sum())
 
     # ----- facts and elements ------------------------------------------------------------
@@ -91,13 +91,14 @@ class Masked(RowGroups, SparseMatrix):
         xp = backend.array_module(self.values)
         return self._values_or_own(values).reshape(self.shape) * xp.asarray(self._mask)
 
-    def spmm(self, X, values=None, out=None):
+    def spmm(self, X, values=None, out=None, bias=None, relu=False):
         W = self._weight(values)                                            # (n_rows, n_cols)
         X = check_operand(X, self.shape[1], W.dtype, "X")                   # (n_cols, k)
         shape = (self.shape[0], X.shape[1])
         if out is not None:
             check_out(out, shape, W.dtype)
-        return backend.array_module(X).matmul(W, X, out=out)                # (n_rows, k)
+        out = backend.array_module(X).matmul(W, X, out=out)                 # (n_rows, k)
+        return apply_epilogue(out, bias, relu)
 
     def spmm_t(self, G, values=None, out=None):
         W = self._weight(values)
