@@ -48,10 +48,8 @@ def load(path, model: Module | None = None) -> Module:
         if "model" not in metadata:
             raise ValueError(f"{path} records no model spec; pass the model to load into")
         from .nn.models import build_model
-        model = build_model(metadata["model"])
         layout = json.loads(metadata.get("sparse_layers", "{}"))
-        if layout:
-            from .sparse.convert import apply_sparse_layout
-            apply_sparse_layout(model, layout)
+        # sparse layers come as empty placeholders: no dense weight is built to be replaced
+        model = build_model(metadata["model"], sparse_layout=layout)
     model.load_state_dict(load_file(os.fspath(path)))
     return model

@@ -330,14 +330,22 @@ def train_model(config: TrainConfig, log=print, model=None, data=None):
     if config.val:
         data = split_validation(data, config.val)
     x_train, y_train = data[0], data[1]
-    model = model or build_model(config.model, input_shape=x_train.shape[1:],
-                                 num_classes=int(y_train.max()) + 1)
-    if config.device != "cpu":
-        model.to(config.device)
     options = dict(config.method_options)
     if config.method != "dense":
         options.setdefault("sparsity", config.sparsity)
     method = get_method(config.method, **options)
+    if model is None:
+        shape, classes = x_train.shape[1:], int(y_train.max()) + 1
+        # a sparse-from-scratch method's model is built sparse: no dense weight, at any width
+        sparse = {}
+        if getattr(method, "sparse_from_scratch", False):
+            from .algorithms.dst import check_sparse_setting
+            from .nn.models import architecture, weight_shapes
+            check_sparse_setting(method)
+            sparse = method.build_options(weight_shapes(architecture(config.model, shape, classes)))
+        model = build_model(config.model, input_shape=shape, num_classes=classes, **sparse)
+    if config.device != "cpu":
+        model.to(config.device)
     if hasattr(method, "train_model"):
         return method.train_model(config, model, data, log)
     epochs = epochs_for(config)

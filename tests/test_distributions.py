@@ -4,7 +4,7 @@ import math
 import numpy as np
 import pytest
 
-from sparsenet.algorithms.distributions import layer_counts, layer_densities
+from sparsenet.sparse.distributions import layer_counts, layer_densities
 from sparsenet.algorithms.schedules import (ConstantSparsity, CubicSparsity, DropFraction,
                                             UpdateSchedule)
 

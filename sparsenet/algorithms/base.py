@@ -74,9 +74,35 @@ class SparseMethod(Method):
         self.block_size, self.n, self.m = block_size, n, m
         self.dense_layers = tuple([dense_layers] if isinstance(dense_layers, str) else dense_layers)
 
+    sparse_from_scratch = False    # True: the model is built sparse (`build_options`), never dense
+
     def format_options(self) -> dict:
         return {"block": {"block_size": self.block_size}, "nm": {"n": self.n, "m": self.m}
                 }.get(self.format, {})
+
+    def layout(self, shapes) -> dict:
+        """{layer name: density} of the initial sparse model, from the dense weight shapes
+        {name: shape} of the model's weighted layers, in order (1 keeps a layer dense): the
+        method's sparsity shared by its distribution; n/m in every layer for N:M."""
+        from ..nn.models import sparse_densities
+        names = list(shapes)
+        keep = {names[0] if d == "first" else names[-1] if d == "last" else d
+                for d in self.dense_layers}
+        if self.format == "nm":
+            return {name: 1.0 if name in keep else self.n / self.m for name in names}
+        return sparse_densities(shapes, sparsity=self.sparsity, distribution=self.distribution,
+                                dense_layers=sorted(keep))
+
+    def build_options(self, shapes) -> dict:
+        """The `build_model` options of the initial sparse model (sparse from construction:
+        no dense weight is ever allocated): densities, format and how values are drawn."""
+        fan_in = "stored" if getattr(self, "sparse_init", True) else "dense"
+        return dict(density_per_layer=self.layout(shapes), format=self.format,
+                    init_fan_in=fan_in, **self.sparse_format_options())
+
+    def sparse_format_options(self) -> dict:
+        """Options of the sparse format a layer is built with (constant_fan_in for SRigL)."""
+        return self.format_options()
 
     def sparsify(self, model, from_dense=False, rng=None, sparsity=None):
         """Swap the model's dense layers for sparse ones of this method's format (in place)."""
@@ -108,7 +134,7 @@ def register(name: str):
     return add
 
 
-_HELPER_MODULES = {"base", "common", "distributions", "schedules", "saliency", "dst"}
+_HELPER_MODULES = {"base", "common", "schedules", "saliency", "dst"}
 _discovered = False
 
 

@@ -16,7 +16,7 @@ from .. import backend
 from ..nn.layers import Conv2d, Linear
 from ..nn.sparse_layers import SparseConv2d, SparseLinear
 from ..sparse import sparsify
-from .distributions import layer_counts
+from ..sparse.distributions import layer_counts
 
 DENSE_TYPES = (Linear, Conv2d)
 SPARSE_TYPES = (SparseLinear, SparseConv2d)

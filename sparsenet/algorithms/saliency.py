@@ -38,7 +38,7 @@ from ..sparse import FORMATS
 from ..tensor import Tensor
 from .base import SparseMethod
 from .common import SPARSE_TYPES, prunable_layers, rescale_to_sparse_fan_in, weight_shape
-from .distributions import layer_counts
+from ..sparse.distributions import layer_counts
 
 SCOPES = ("global", "layer")
 COLLAPSE_RATIO = 0.1     # a layer below 10 % of the overall density is reported as collapsed

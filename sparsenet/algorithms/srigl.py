@@ -40,11 +40,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..sparse import sparsify
 from ..sparse.topology import dense_grad_topk
 from .base import register
-from .common import layer_densities, lowest_units, prunable_layers, weight_shape
-from .dst import DynamicSparseMethod, check_positive_int, resolve_layer_names, start_sparse
+from .common import lowest_units, prunable_layers
+from .dst import DynamicSparseMethod, check_positive_int, start_sparse
 
 
 @register("srigl")
@@ -56,7 +55,7 @@ class SRigL(DynamicSparseMethod):
     def __init__(self, sparsity=None, gamma_sal=0.3, fan_in=None, alpha=0.3, delta_t=100,
                  t_end=0.75, decay="cosine", format="csr", block_size=16, n=2, m=4,
                  distribution="erk", dense_layers=(), chunk_rows=256,
-                 sparse_init=False):
+                 sparse_init=True):
         if format not in ("csr", "masked"):
             raise ValueError(f"srigl keeps a constant fan-in per neuron, which formats 'csr' and "
                              f"'masked' hold (constant_fan_in); got format={format!r}")
@@ -76,7 +75,7 @@ class SRigL(DynamicSparseMethod):
 
     # ----- the initial constant fan-in model -----------------------------------------------------
     def sparsify_model(self, model):
-        layers = start_sparse(self, model, sparsify=self.sparsify_constant_fan_in)
+        layers = start_sparse(self, model)
         last = prunable_layers(model)[-1][0]
         self.ablates = {name: self.gamma_sal > 0 and name != last for name, _ in layers}
         self.budget = {name: layer.weight.nnz for name, layer in layers}
@@ -84,26 +83,25 @@ class SRigL(DynamicSparseMethod):
         self.ablated = {name: 0 for name, _ in layers}
         return layers
 
-    def sparsify_constant_fan_in(self, model, rng):
-        """Layer densities from `fan_in` (K / n_in) or from sparsity and distribution, then the
-        same number of random inputs in every row."""
+    def layout(self, shapes):
+        """Layer densities from `fan_in` (K / n_in) or from sparsity and distribution; every
+        row then gets the same number of random inputs (`sparse_format_options`)."""
         if self.fan_in is None:
-            densities = layer_densities(model, self.sparsity, self.distribution, self.dense_layers)
-        else:
-            densities, keep = {}, resolve_layer_names(model, self.dense_layers)
-            for name, layer in prunable_layers(model):
-                if name in keep:
-                    continue
-                n_in = int(np.prod(weight_shape(layer)[1:]))
-                if self.fan_in > n_in:
-                    raise ValueError(f"fan_in={self.fan_in} is larger than the {n_in} inputs of "
-                                     f"layer {name!r}")
-                densities[name] = self.fan_in / n_in
-        chosen = {name: d for name, d in densities.items() if d < 1}
-        if not chosen:
-            return model
-        return sparsify(model, format=self.format, layers=list(chosen), density_per_layer=chosen,
-                        rng=rng, constant_fan_in=True)
+            return super().layout(shapes)
+        names = list(shapes)
+        keep = {names[0] if d == "first" else names[-1] if d == "last" else d
+                for d in self.dense_layers}
+        densities = {}
+        for name, shape in shapes.items():
+            n_in = int(np.prod(shape[1:]))
+            if name not in keep and self.fan_in > n_in:
+                raise ValueError(f"fan_in={self.fan_in} is larger than the {n_in} inputs of "
+                                 f"layer {name!r}")
+            densities[name] = 1.0 if name in keep else self.fan_in / n_in
+        return densities
+
+    def sparse_format_options(self):
+        return dict(super().sparse_format_options(), constant_fan_in=True)
 
     # ----- one update of one layer ---------------------------------------------------------------
     def update(self, step):

@@ -20,10 +20,13 @@ from .dst import start_sparse
 @register("static")
 class Static(SparseMethod):
     """A random sparse pattern (distribution erk | er | uniform) trained as it is; sparse_init
-    as for the dynamic methods (dst.py), so they can be compared at equal initialization."""
+    as for the dynamic methods (dst.py: on by default), so they compare at equal
+    initialization. Built sparse from the start, like them."""
+
+    sparse_from_scratch = True
 
     def __init__(self, sparsity=0.9, format="csr", block_size=16, n=2, m=4, distribution="erk",
-                 dense_layers=(), sparse_init=False):
+                 dense_layers=(), sparse_init=True):
         super().__init__(sparsity, format, block_size, n, m, distribution, dense_layers)
         self.sparse_init = bool(sparse_init)
 

@@ -18,11 +18,11 @@ import numpy as np
 from .. import backend, random
 from ..sparse import FORMATS, Masked, SparseMatrix
 from ..sparse.base import kernels_for
-from ..sparse.convert import format_options, state_arrays, weight_from_arrays
+from ..sparse.convert import empty_weight, format_options, state_arrays, weight_from_arrays
 from ..sparse.topology import dense_grad_topk, random_pattern
 from ..tensor import Function
 from . import functional as F
-from .init import get_init
+from .init import get_init, sparse_values
 from .layers import _positive_int
 from .module import Module, Parameter
 
@@ -140,22 +140,23 @@ def resolve_density(format, sparsity=None, density=None, n=2, m=4) -> float:
 
 
 def random_weight(shape, format="csr", sparsity=None, density=None, block_size=16, n=2, m=4,
-                  constant_fan_in=False, init="kaiming_uniform", dtype=np.float32, rng=None):
-    """A random pattern (see `resolve_density`) with values drawn for its true fan-in (stored
-    inputs per output), so activations keep the scale a dense layer of that fan-in gives them."""
+                  constant_fan_in=False, init="kaiming_uniform", dtype=np.float32, rng=None,
+                  init_fan_in="stored"):
+    """A random pattern (see `resolve_density`) with values drawn for each neuron's stored
+    fan-in (init_fan_in="stored", `init.sparse_values`), so activations keep the scale a dense
+    layer of that fan-in gives them; "dense" draws them as the dense layer would. O(nnz)."""
     density = resolve_density(format, sparsity, density, n, m)
-    init_fn = get_init(init)
+    get_init(init)                                   # a clear error for an unknown name
     rng = rng if rng is not None else random.generator()
     weight = random_pattern(format, shape, density, rng, dtype, block_size, n, m, constant_fan_in)
-    fan_in, fan_out = weight.nnz / shape[0], weight.nnz / shape[1]
-    kwargs = {"fan_out": fan_out} if init.startswith("glorot") else {}
-    # The init functions read fans from a weight shape; ours are passed explicitly and the
-    # (nnz, 1) shape only meets their 2-D requirement.
-    drawn = init_fn((weight.nnz, 1), fan_in=fan_in, dtype=dtype, rng=rng, **kwargs).ravel()
+    rows, cols, _ = weight.active()
+    drawn = sparse_values(init, rows, cols, shape, init_fan_in, dtype, rng)
     if isinstance(weight, Masked):            # one number per True entry, in row-major order
         dense = np.zeros(weight.values.size, dtype=dtype)
         dense[weight.mask().ravel()] = drawn
         drawn = dense
+    else:                                     # active() lists entries in the values' order
+        drawn = np.ascontiguousarray(drawn)
     return weight.with_values(drawn)
 
 
@@ -291,12 +292,16 @@ class _SparseLayer(Module):
 
     @classmethod
     def from_config(cls, config: dict):
-        """A layer of this configuration with a placeholder topology (a load replaces it)."""
+        """A layer of this configuration with a placeholder topology, as small as its format
+        allows (no stored weight for CSR and Block), which a load then replaces: rebuilding a
+        saved model never allocates more than the file holds."""
         options = {k: config[k] for k in ("block_size", "n", "m", "constant_fan_in") if k in config}
         shape_args = {k: tuple(v) if isinstance(v, list) else v for k, v in config.items()
                       if k in cls._shape_keys}
+        weight = empty_weight(config["format"], cls._weight_shape(shape_args),
+                              np.dtype(config["dtype"]), options)
         return cls(**shape_args, format=config["format"], bias=config["bias"],
-                   dtype=np.dtype(config["dtype"]), rng=np.random.default_rng(0), **options)
+                   dtype=np.dtype(config["dtype"]), weight=weight, **options)
 
     def extra_repr(self):
         shape = ", ".join(f"{k}={tuple(v) if isinstance(v, list) else v}"
@@ -314,13 +319,15 @@ class SparseLinear(_SparseLayer):
 
     def __init__(self, in_features, out_features, sparsity=None, density=None, format="csr",
                  block_size=16, n=2, m=4, bias=True, init="kaiming_uniform", dtype=np.float32,
-                 rng=None, weight=None, constant_fan_in=False, keep_for_growth=False):
+                 rng=None, weight=None, constant_fan_in=False, keep_for_growth=False,
+                 init_fan_in="stored"):
         super().__init__()
         self.in_features = _positive_int(in_features, "in_features")
         self.out_features = _positive_int(out_features, "out_features")
         self._setup((self.out_features, self.in_features), weight, bias, keep_for_growth,
                     format=format, sparsity=sparsity, density=density, block_size=block_size,
-                    n=n, m=m, constant_fan_in=constant_fan_in, init=init, dtype=dtype, rng=rng)
+                    n=n, m=m, constant_fan_in=constant_fan_in, init=init, dtype=dtype, rng=rng,
+                    init_fan_in=init_fan_in)
 
     def forward(self, x, relu=False):
         """y = x @ W.T + b, or relu(x @ W.T + b) in one operation when relu=True."""
@@ -329,6 +336,10 @@ class SparseLinear(_SparseLayer):
     def _feature_major(self, grad_out, x):
         xp = backend.array_module(x)
         return xp.ascontiguousarray(grad_out.T), xp.ascontiguousarray(x.T)
+
+    @staticmethod
+    def _weight_shape(args):
+        return (args["out_features"], args["in_features"])
 
     def _shape_config(self):
         return dict(in_features=self.in_features, out_features=self.out_features)
@@ -343,7 +354,7 @@ class SparseConv2d(_SparseLayer):
     def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0, sparsity=None,
                  density=None, format="csr", block_size=16, n=2, m=4, bias=True,
                  init="kaiming_uniform", dtype=np.float32, rng=None, weight=None,
-                 constant_fan_in=False, keep_for_growth=False):
+                 constant_fan_in=False, keep_for_growth=False, init_fan_in="stored"):
         super().__init__()
         self.in_channels = _positive_int(in_channels, "in_channels")
         self.out_channels = _positive_int(out_channels, "out_channels")
@@ -352,12 +363,18 @@ class SparseConv2d(_SparseLayer):
         shape = (self.out_channels, self.in_channels * self.kernel_size[0] * self.kernel_size[1])
         self._setup(shape, weight, bias, keep_for_growth,
                     format=format, sparsity=sparsity, density=density, block_size=block_size,
-                    n=n, m=m, constant_fan_in=constant_fan_in, init=init, dtype=dtype, rng=rng)
+                    n=n, m=m, constant_fan_in=constant_fan_in, init=init, dtype=dtype, rng=rng,
+                    init_fan_in=init_fan_in)
 
     def forward(self, x):
         return SparseConv2dFunction.apply(*self._inputs(x), kernel=self.kernel_size,
                                           stride=self.stride, padding=self.padding,
                                           **self._forward_options())
+
+    @staticmethod
+    def _weight_shape(args):
+        kh, kw = F._pair(args["kernel_size"], "kernel_size")
+        return (args["out_channels"], args["in_channels"] * kh * kw)
 
     def _feature_major(self, grad_out, x):
         cols, _ = _columns(x, self.kernel_size, self.stride, self.padding)   # (C*kh*kw, B*Ho*Wo)

@@ -43,6 +43,27 @@ def state_arrays(weight) -> "OrderedDict[str, np.ndarray]":
     return OrderedDict(mask=weight._mask)
 
 
+def empty_weight(format, shape, dtype, options):
+    """The smallest weight of `format` and `shape`: no stored unit for CSR and Block; N:M has a
+    fixed count (n of every m), Masked stores every position, so theirs are zeros."""
+    n_rows, n_cols = shape
+    if format == "csr":
+        return CSR(np.zeros(n_rows + 1, np.int64), np.zeros(0, np.int32), np.zeros(0, dtype),
+                   shape, options.get("constant_fan_in", False))
+    if format == "block":
+        bs = options.get("block_size", 16)
+        return Block(np.zeros(n_rows // max(bs, 1) + 1, np.int64), np.zeros(0, np.int32),
+                     np.zeros(0, dtype), shape, bs)
+    if format == "nm":
+        n, m = options.get("n", 2), options.get("m", 4)
+        idx = np.broadcast_to(np.arange(n, dtype=np.uint8), (n_rows, n_cols // m, n))
+        return NM(np.zeros(idx.size, dtype), idx, m)
+    if format == "masked":
+        return Masked(np.zeros(n_rows * n_cols, dtype), np.zeros(shape, bool),
+                      options.get("constant_fan_in", False))
+    raise ValueError(f"format must be one of {sorted(FORMATS)}, got {format!r}")
+
+
 def weight_from_arrays(format, arrays, shape, options, copy=True):
     """A weight of `format` from its named arrays (`values` plus `state_arrays`), validated."""
     take = np.array if copy else np.asarray

@@ -19,6 +19,14 @@ import numpy as np
 KINDS = ("uniform", "er", "erk")
 
 
+def er_density(shape, epsilon) -> float:
+    """SET's Erdős–Rényi density of a (n_out, n_in, ...) weight, ε (n_in + n_out) / (n_in ·
+    n_out), capped at 1 (Mocanu et al. 2018). A convolution's n_in counts its kernel too
+    (in_channels · kh · kw): its inputs per output, as for the fan-in."""
+    n_out, n_in = shape[0], int(np.prod(shape[1:]))
+    return min(1.0, epsilon * (n_in + n_out) / (n_in * n_out))
+
+
 def _raw_score(shape, kind, power_scale):
     """The unnormalized density of a weight of `shape`: (out, in) or (out, in, kh, kw)."""
     n_out, n_in = shape[0], shape[1]
