@@ -10,6 +10,7 @@
 """
 from __future__ import annotations
 
+from ..limits import check_bytes
 from .layers import Conv2d, Flatten, Linear, MaxPool2d, ReLU, Sequential
 
 NAMED = ("lenet300", "lenet5", "conv2", "conv4", "conv6")
@@ -64,6 +65,8 @@ def build_model(spec: str, input_shape=(1, 28, 28), num_classes=10, rng=None) ->
         if sizes[0] != channels * height * width:
             raise ValueError(f"mlp spec {spec!r} starts with {sizes[0]} inputs but the data has "
                              f"{channels * height * width}")
+        # refuse before allocating: float32 weights and biases of every layer
+        check_bytes(4 * sum(a * b + b for a, b in zip(sizes[:-1], sizes[1:])), f"model {spec!r}")
         model = mlp(sizes, rng=rng)
     else:
         raise ValueError(f"unknown model {spec!r}: expected one of {', '.join(NAMED)} "
