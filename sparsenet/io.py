@@ -36,8 +36,7 @@ LAYER_DTYPES = ("float32", "float64")
 INTEGERS = (np.int8, np.int16, np.int32, np.int64, np.uint8, np.uint16, np.uint32, np.uint64)
 
 
-class ModelFileError(TensorFileError):
-    """A model file that is malformed or does not match the model it builds."""
+ModelFileError = TensorFileError          # every malformed or mismatched file gives this one
 
 
 def _sparse_layout(model: Module) -> dict:
@@ -90,9 +89,9 @@ def check_metadata(path, metadata, expected_format, allowed=METADATA_KEYS):
         hint = {"sparsenet-checkpoint": "it is a training checkpoint: continue it with "
                 "`sparsenet train ... --resume DIR`",
                 "sparsenet": "it is a model file: load it with sparsenet.load"}.get(found, "")
-        raise ModelFileError(path, "metadata 'format'", f"is {found!r}, expected "
-                             f"{expected_format!r}" + (f" ({hint})" if hint else
-                                                       " (not written by sparsenet)"))
+        raise ModelFileError(path, "metadata 'format'", ("is missing" if found is None else
+                             f"is {found!r}") + f", expected {expected_format!r}" +
+                             (f" ({hint})" if hint else " (not written by sparsenet)"))
     unknown = sorted(set(metadata) - set(allowed))
     if unknown:
         raise ModelFileError(path, "metadata", f"unknown fields {unknown}; expected only "

@@ -172,10 +172,13 @@ def check_names(path, entries, expected, what="tensors"):
 
 def read_tensors(path, entries, names=None) -> dict:
     """{name: array} of the named entries (all by default), read from their byte ranges."""
+    from .limits import check_bytes
     path = os.fspath(path)
+    chosen = list(entries if names is None else names)
+    check_bytes(sum(entries[n].end - entries[n].begin for n in chosen), f"reading {path}")
     out = {}
     with open(path, "rb") as f:
-        for name in (entries if names is None else names):
+        for name in chosen:
             entry = entries[name]
             f.seek(entry.data_start + entry.begin)
             data = f.read(entry.end - entry.begin)
