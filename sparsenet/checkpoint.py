@@ -99,6 +99,8 @@ class Checkpointer:
 
     def __init__(self, directory, every=None, resume=False, log=print):
         self.directory, self.every, self.resume, self.log = os.fspath(directory), every, resume, log
+        if not self.directory:
+            raise ValueError(f"{'--resume' if resume else '--checkpoint'} needs a folder name")
         if every is not None and (isinstance(every, bool) or not isinstance(every, int)
                                   or every <= 0):
             raise ValueError(f"--checkpoint-every must be a positive number of steps, got {every!r}")

@@ -122,9 +122,9 @@ def train_outputs(args):
     """Check every destination before training (one clear error, exit 2); the checkpointer."""
     from .checkpoint import Checkpointer
     from .files import check_output_file
-    if args.json:
+    if args.json is not None:
         check_output_file(args.json, "--json")
-    if args.save:
+    if args.save is not None:
         check_output_file(args.save, "--save")
     if args.checkpoint_every is not None and not (args.checkpoint or args.resume):
         raise ValueError("--checkpoint-every needs --checkpoint DIR (or --resume DIR)")
@@ -132,7 +132,7 @@ def train_outputs(args):
             os.path.realpath(args.checkpoint):
         raise ValueError("--resume DIR goes on checkpointing into DIR; give --checkpoint only "
                          "for a new run")
-    if args.resume or args.checkpoint:
+    if args.resume is not None or args.checkpoint is not None:
         return Checkpointer(args.resume or args.checkpoint, every=args.checkpoint_every,
                             resume=bool(args.resume))
     return None
@@ -145,7 +145,7 @@ def write_outputs(args, model, record):
     failed = []
     for path, what, write in ((args.json, "record", lambda p: atomic_write_json(p, record)),
                               (args.save, "model", lambda p: io.save(model, p))):
-        if not path:
+        if path is None:
             continue
         try:
             write(path)

@@ -135,9 +135,9 @@ class Optimizer:
             xp = backend.array_module(p.data)
             for name in self._state_names:
                 if tuple(st[name].shape) != tuple(p.data.shape) or st[name].dtype != p.data.dtype:
-                    raise ValueError(f"state {name!r} of parameter {i} is {st[name].dtype} "
-                                     f"{tuple(st[name].shape)}, the parameter {p.data.dtype} "
-                                     f"{p.data.shape}")
+                    raise ValueError(f"state {name!r} of parameter {i} has shape "
+                                     f"{tuple(st[name].shape)} and dtype {st[name].dtype}; the "
+                                     f"parameter {p.data.shape} {p.data.dtype}")
             if isinstance(st["step"], bool) or not isinstance(st["step"], (int, np.integer)):
                 raise ValueError(f"state 'step' of parameter {i} must be an integer, got "
                                  f"{st['step']!r}")
