@@ -66,6 +66,22 @@ class LoopState:
     dense_flops: float = 0.0
     history: list = dataclasses.field(default_factory=list)
 
+    def check(self, path):
+        """Refuse a position a checkpoint could not have written."""
+        counts = {"epoch": 1, "batch": 0, "order": 0, "step": 0, "seen": 0, "correct": 0}
+        for name, least in counts.items():
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < least:
+                raise tensorfile.TensorFileError(path, f"position.loop.{name}", f"must be an "
+                                                 f"integer >= {least}, got {value!r}")
+        for name in ("loss_sum", "seconds", "train_flops", "dense_flops"):
+            if isinstance(getattr(self, name), bool) or \
+                    not isinstance(getattr(self, name), (int, float)):
+                raise tensorfile.TensorFileError(path, f"position.loop.{name}", "must be a number")
+        if not isinstance(self.history, list):
+            raise tensorfile.TensorFileError(path, "position.loop.history", "must be a list")
+        return self
+
     def next_epoch(self):
         self.epoch, self.batch, self.seen, self.loss_sum, self.correct, self.seconds = \
             self.epoch + 1, 0, 0, 0.0, 0, 0.0
@@ -132,6 +148,7 @@ class Checkpointer:
             return
         meta, _, _ = self._read(self.latest_path, read_arrays=False)
         self.phases_done, self.steps = meta["phases_done"], meta["steps"]
+        self.saved_steps = self.steps
         self.position = meta.get("position")
         self.resumed_from = {"phases_done": self.phases_done, "steps": self.steps}
         if self.log:
@@ -168,8 +185,15 @@ class Checkpointer:
     def _write(self, path, arrays, **meta):
         from . import __version__
         meta = dict(meta, fingerprint=self.fingerprint, steps=self.steps)
-        tensorfile.write(path, arrays, {"format": FORMAT, "version": __version__,
-                                        "checkpoint": json.dumps(meta)})
+        try:
+            tensorfile.write(path, arrays, {"format": FORMAT, "version": __version__,
+                                            "checkpoint": json.dumps(meta)})
+        except OSError as err:         # the previous checkpoint is intact: say how to go on
+            kept = (f"the last one ({self.saved_steps} steps) is intact: --resume "
+                    f"{self.directory} continues from it" if self.saved_steps is not None
+                    else "none was written before")
+            raise files.OutputError(f"--checkpoint {self.directory}: could not write {path} "
+                                    f"({err.strerror or err}); {kept}") from None
         self.saved_steps = self.steps
 
     def phase_path(self, index) -> str:
@@ -196,7 +220,8 @@ class _Running:
         global _current
         self.checkpointer._begin(self.config, self.data)
         self.handler = None
-        if threading.current_thread() is threading.main_thread():
+        if threading.current_thread() is threading.main_thread() and \
+                signal.getsignal(signal.SIGINT) is not signal.SIG_IGN:   # a background job: off
             self.handler = signal.signal(signal.SIGINT, self.checkpointer.interrupt_now)
         _current = self.checkpointer
         return self.checkpointer
@@ -231,7 +256,7 @@ class Phase:
             meta, packed, arrays = run._read(run.latest_path)
             self._restore(run.latest_path, packed, arrays)
             try:
-                self.loop = LoopState(**state.unpack(packed["loop"], arrays))
+                self.loop = LoopState(**state.unpack(packed["loop"], arrays)).check(run.latest_path)
             except TypeError as err:
                 raise tensorfile.TensorFileError(run.latest_path, "position.loop", str(err)) from None
             run.position = None

@@ -18,6 +18,7 @@ from .nn.sparse_layers import SparseConv2d, SparseLinear
 from .tensorfile import TensorFileError
 
 TAGS = ("__array__", "__tuple__", "__scalar__", "__generator__", "__items__")
+BIT_GENERATORS = ("PCG64", "PCG64DXSM", "MT19937", "Philox", "SFC64")
 
 
 # ----- plain data <-> JSON + arrays ----------------------------------------------------------
@@ -63,9 +64,13 @@ def unpack(obj, arrays: dict, path=""):
         return tuple(unpack(v, arrays, path) for v in obj[tag])
     if tag == "__scalar__":
         dtype, value = obj[tag]
+        if np.dtype(dtype).kind not in "biuf":
+            raise ValueError(f"{path}: a scalar of dtype {dtype!r} is not plain data")
         return np.dtype(dtype).type(value)
     if tag == "__generator__":
         state = unpack(obj[tag], arrays, path)
+        if not isinstance(state, dict) or state.get("bit_generator") not in BIT_GENERATORS:
+            raise ValueError(f"{path}: a generator state needs bit_generator in {BIT_GENERATORS}")
         generator = np.random.Generator(getattr(np.random, state["bit_generator"])())
         generator.bit_generator.state = state
         return generator

@@ -267,6 +267,15 @@ def test_conv_layers_refuse_impossible_geometry(kind, options, words):
             sn.nn.SparseConv2d(**args, sparsity=0.5)
 
 
+def test_the_functional_conv_refuses_them_too():
+    x = Tensor(np.ones((1, 1, 5, 5), np.float32))
+    w = Tensor(np.ones((1, 1, 3, 3), np.float32))
+    with pytest.raises(ValueError, match="stride"):
+        sn.nn.functional.conv2d(x, w, stride=-1)
+    with pytest.raises(ValueError, match="padding"):
+        sn.nn.functional.conv2d(x, w, padding=(0, -1))
+
+
 def test_the_issue_conv_reproducers_refuse():
     with pytest.raises(ValueError, match="stride"):
         sn.nn.Conv2d(1, 1, 3, stride=-1)

@@ -94,6 +94,8 @@ CHILD = textwrap.dedent("""
     from sparsenet import checkpoint, cli, files
     from sparsenet.algorithms import base
     at, how = int(sys.argv[1]), sys.argv[2]
+    # Ctrl-C as in a terminal: a job started in the background inherits SIGINT ignored
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     step_done, after_backward, count = checkpoint.Phase.step_done, base.Method.after_backward, [0]
 
     def dying_step_done(self, loop):
@@ -253,6 +255,27 @@ def test_a_folder_holding_a_checkpoint_is_not_overwritten(fast_mode, tmp_path, c
     assert cli.main(argv_of("dense") + ["--checkpoint", str(folder)]) == 2
     assert "already holds a checkpoint" in capsys.readouterr().err
     assert (folder / "checkpoint.safetensors").read_bytes() == before
+
+
+def test_a_checkpoint_that_cannot_be_written_stops_the_run_clearly(fast_mode, tmp_path, capsys,
+                                                                   monkeypatch):
+    import errno
+    folder = tmp_path / "ck"
+    write, calls = files._write_all, []
+
+    def full_disk_at_the_third(fd, data):
+        calls.append(1)
+        if len(calls) == 3:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        write(fd, data)
+    monkeypatch.setattr(files, "_write_all", full_disk_at_the_third)
+    assert cli.main(argv_of("dense") + ["--checkpoint", str(folder),
+                                        "--checkpoint-every", "1"]) == 2
+    err = capsys.readouterr().err
+    assert f"could not write {folder}/checkpoint.safetensors (No space left on device); the " \
+           f"last one (2 steps) is intact" in err
+    monkeypatch.setattr(files, "_write_all", write)
+    assert cli.main(argv_of("dense") + ["--resume", str(folder)]) == 0
 
 
 # ----- hostile checkpoints ---------------------------------------------------------------------

@@ -17,14 +17,8 @@ def _positive_int(value, name):
 def conv_geometry(kernel_size, stride, padding):
     """((kh, kw), (sh, sw), (ph, pw)) of a convolution, checked: kernel and stride positive,
     padding >= 0 (a negative stride would flip the output, a zero kernel leave only the bias)."""
-    out = []
-    for value, name, least in ((kernel_size, "kernel_size", 1), (stride, "stride", 1),
-                               (padding, "padding", 0)):
-        pair = F._pair(value, name)
-        if any(isinstance(v, bool) for v in pair) or min(pair) < least:
-            raise ValueError(f"{name} must be an int or a pair of ints >= {least}, got {value!r}")
-        out.append(pair)
-    return tuple(out)
+    return (F._pair(kernel_size, "kernel_size", 1), F._pair(stride, "stride", 1),
+            F._pair(padding, "padding", 0))
 
 
 class Linear(Module):

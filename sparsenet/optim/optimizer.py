@@ -144,6 +144,12 @@ class Optimizer:
             new_state[id(p)] = {k: int(v) if k == "step" else xp.array(v)
                                 for k, v in st.items()}
         for saved, own in zip(groups, self.param_groups):
+            try:
+                self._check(dict(own, **saved))
+            except TypeError as err:
+                raise ValueError(f"state_dict has a parameter group with bad settings: {err}") \
+                    from None
+        for saved, own in zip(groups, self.param_groups):
             own.update({k: v for k, v in saved.items() if k != "params"})
         self.state = new_state
 
