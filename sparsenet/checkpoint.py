@@ -176,6 +176,10 @@ class Checkpointer:
                 raise tensorfile.TensorFileError(path, f"checkpoint.{key}", f"must be an integer "
                                                  f">= 0, got {meta[key]!r}")
         packed = meta.get("position") or meta.get("finished")
+        needed = {"loop"} if meta.get("position") else {"history", "flops"}
+        if packed is not None and not (isinstance(packed, dict) and needed <= set(packed)):
+            raise tensorfile.TensorFileError(path, "metadata 'checkpoint'", f"the state lacks "
+                                             f"{sorted(needed)}")
         named = state.array_names(packed) if packed else set()
         if packed:          # the model's arrays: load_state_dict checks them against the model
             named |= {name for name in entries if name.startswith("model/")}
