@@ -116,19 +116,75 @@ def summary_line(record) -> str:
             f"{record['train_seconds']:.1f} s")
 
 
-def cmd_train(args):
+def _positive_steps(text):
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number of steps, got {text!r}") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"expected a positive number of steps, got {value}")
+    return value
+
+
+def train_outputs(args):
+    """Check every destination before training (one clear error, exit 2); the checkpointer."""
+    from .checkpoint import Checkpointer
+    from .files import check_output_file
+    if args.json is not None:
+        check_output_file(args.json, "--json")
+    if args.save is not None:
+        check_output_file(args.save, "--save")
+    if args.checkpoint_every is not None and not (args.checkpoint or args.resume):
+        raise ValueError("--checkpoint-every needs --checkpoint DIR (or --resume DIR)")
+    if args.resume and args.checkpoint and os.path.realpath(args.resume) != \
+            os.path.realpath(args.checkpoint):
+        raise ValueError("--resume DIR goes on checkpointing into DIR; give --checkpoint only "
+                         "for a new run")
+    if args.resume is not None or args.checkpoint is not None:
+        return Checkpointer(args.resume or args.checkpoint, every=args.checkpoint_every,
+                            resume=bool(args.resume))
+    return None
+
+
+def write_outputs(args, model, record):
+    """The record and the model, each written even if the other cannot be."""
     from . import io
+    from .files import OutputError, atomic_write_json
+    failed = []
+    for path, what, write in ((args.json, "record", lambda p: atomic_write_json(p, record)),
+                              (args.save, "model", lambda p: io.save(model, p))):
+        if path is None:
+            continue
+        try:
+            write(path)
+            print(f"{what} written to {path}")
+        except (OSError, ValueError) as err:
+            failed.append(f"the {what} could not be written to {path} "
+                          f"({getattr(err, 'strerror', None) or err})")
+    if failed:
+        raise OutputError("; ".join(failed))
+
+
+def cmd_train(args):
+    from .checkpoint import Interrupted
     from .train import train_model
     config = config_from_args(args)
-    model, record = train_model(config)
+    checkpointer = train_outputs(args)
+    try:
+        model, record = train_model(config, checkpointer=checkpointer)
+    except KeyboardInterrupt as stop:
+        if isinstance(stop, Interrupted):
+            message = str(stop)
+        elif checkpointer is not None and checkpointer.saved_steps is not None:
+            message = (f"interrupted; the checkpoint in {checkpointer.directory} holds "
+                       f"{checkpointer.saved_steps} steps: continue with --resume "
+                       f"{checkpointer.directory}")
+        else:
+            message = "interrupted; nothing was saved (--checkpoint DIR keeps a run)"
+        print(f"sparsenet train: {message}", file=sys.stderr)
+        raise SystemExit(130) from None
     print(summary_line(record))
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump(record, f, indent=1)
-        print(f"record written to {args.json}")
-    if args.save:
-        io.save(model, args.save)
-        print(f"model written to {args.save}")
+    write_outputs(args, model, record)
 
 
 def cmd_demo(args):
@@ -233,6 +289,12 @@ def build_parser():
     add_train_arguments(p)
     p.add_argument("--json", help="write the run record to this file")
     p.add_argument("--save", help="write the trained model (safetensors) to this file")
+    p.add_argument("--checkpoint", metavar="DIR",
+                   help="save the run in DIR as it goes (every epoch, and on Ctrl-C)")
+    p.add_argument("--checkpoint-every", type=_positive_steps, metavar="N",
+                   help="also save every N steps")
+    p.add_argument("--resume", metavar="DIR",
+                   help="continue the run saved in DIR (same settings), checkpointing there")
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("demo", help="a quick run on the bundled subset")

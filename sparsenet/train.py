@@ -7,6 +7,7 @@ Set SPARSENET_FAST=1 to shrink data and epochs (the tests and tutorials do).
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import os
 import platform
 import resource
@@ -15,8 +16,9 @@ import time
 import numpy as np
 from tqdm.auto import tqdm
 
-from . import backend, metrics, optim, threads
+from . import backend, checkpoint, metrics, optim, threads
 from .algorithms import get_method
+from .checkpoint import LoopState
 from .data import BatchLoader, load_dataset, to_float
 from .nn import build_model
 from .nn.functional import cross_entropy
@@ -151,7 +153,8 @@ def versions() -> dict:
 
 
 def fit(model, optimizer, scheduler, method, loader, test_arrays, epochs, input_shape,
-        device="cpu", progress=True, log=print, penalty=None, max_steps=None, probe=False):
+        device="cpu", progress=True, log=print, penalty=None, max_steps=None, probe=False,
+        checkpoint=None):
     """Train for `epochs`; returns (history, flops dict). The method's hooks run at every step.
 
     `max_steps`: stop after this many steps (the last epoch is then partial); `probe`: that
@@ -159,19 +162,25 @@ def fit(model, optimizer, scheduler, method, loader, test_arrays, epochs, input_
 
     `penalty`: options of `regularization.regularize` (L1 / group lasso), added to the
     gradients right after backward, before the method sees them.
+
+    `checkpoint`: a `checkpoint.Phase`: the loop starts where its saved position stood (a
+    resumed run) and reports every step and epoch to it, which saves the run as it goes.
     """
     if penalty:
         from .algorithms.regularization import regularize
     positions = metrics.layer_positions(model, input_shape)
     fwd_sparse, fwd_dense = metrics.forward_flops(model, positions)
-    train_flops = dense_flops = 0.0
-    history, step = [], 0
-    for epoch in range(1, epochs + 1):
-        t0, seen, loss_sum, correct = time.perf_counter(), 0, 0.0, 0
-        bar = tqdm(loader, desc=f"epoch {epoch}/{epochs}", disable=not progress, leave=False)
-        shown = t0                                     # when the bar's numbers were last set
+    loop = (checkpoint.position() if checkpoint else None) or LoopState(order=loader.epoch)
+    while loop.epoch <= epochs:
+        epoch = loop.epoch
+        loader.epoch = loop.order              # this epoch's shuffle (a resumed one: the same)
+        t0 = time.perf_counter() - loop.seconds
+        shown = t0                             # when the bar's numbers were last set
+        batches = itertools.islice(loader, loop.batch, None)   # skip the batches already trained
+        bar = tqdm(batches, desc=f"epoch {epoch}/{epochs}", disable=not progress, leave=False,
+                   total=len(loader), initial=loop.batch)
         for xb, yb in bar:
-            if max_steps is not None and step >= max_steps:
+            if max_steps is not None and loop.step >= max_steps:
                 break
             xb, yb = backend.to_device(xb, device), backend.to_device(yb, device)
             logits = model(Tensor(xb))
@@ -179,7 +188,7 @@ def fit(model, optimizer, scheduler, method, loader, test_arrays, epochs, input_
             loss_value = loss.item()
             if not np.isfinite(loss_value):            # stop before the step spreads it
                 raise FloatingPointError(
-                    f"training diverged: the loss is {loss_value} at step {step + 1} (epoch "
+                    f"training diverged: the loss is {loss_value} at step {loop.step + 1} (epoch "
                     f"{epoch}) with lr {scheduler.get_lr():g}; lower the learning rate (--lr). "
                     f"lenet5, with no nonlinearity between its convolutions, trains at 0.01 "
                     f"(Caffe's LeNet solver)")
@@ -187,47 +196,59 @@ def fit(model, optimizer, scheduler, method, loader, test_arrays, epochs, input_
             loss.backward()
             if penalty:
                 regularize(model, **penalty)
-            method.after_backward(step)
+            method.after_backward(loop.step)
             optimizer.step()
-            method.after_step(step)
+            method.after_step(loop.step)
             scheduler.step()
             if method.topology_changed():
                 fwd_sparse, _ = metrics.forward_flops(model, positions)
-            train_flops += 3 * fwd_sparse * len(yb) + method.extra_flops()
-            dense_flops += 3 * fwd_dense * len(yb)
-            step += 1
-            seen += len(yb)
-            loss_sum += loss_value * len(yb)
-            correct += int((backend.to_numpy(logits.data).argmax(axis=1)
-                            == backend.to_numpy(yb)).sum())
+            loop.train_flops += 3 * fwd_sparse * len(yb) + method.extra_flops()
+            loop.dense_flops += 3 * fwd_dense * len(yb)
+            loop.step += 1
+            loop.batch += 1
+            loop.seen += len(yb)
+            loop.loss_sum += loss_value * len(yb)
+            loop.correct += int((backend.to_numpy(logits.data).argmax(axis=1)
+                                 == backend.to_numpy(yb)).sum())
             now = time.perf_counter()
+            loop.seconds = now - t0
             if progress and now - shown > 0.5:          # formatting every step costs time
                 shown = now
-                bar.set_postfix(loss=f"{loss_sum / seen:.4f}", acc=f"{correct / seen:.3f}",
-                                samples_s=f"{seen / (now - t0):.0f}", refresh=False)
-        partial = seen < loader.num_samples
-        stopped = probe and max_steps is not None and step >= max_steps
-        if seen == 0:                                   # max_steps ended the run at an epoch end
+                bar.set_postfix(loss=f"{loop.loss_sum / loop.seen:.4f}",
+                                acc=f"{loop.correct / loop.seen:.3f}",
+                                samples_s=f"{loop.seen / loop.seconds:.0f}", refresh=False)
+            if checkpoint:
+                checkpoint.step_done(loop)
+        if loop.seen == 0:                              # max_steps ended the run at an epoch end
             break
+        partial = loop.seen < loader.num_samples
+        stopped = probe and max_steps is not None and loop.step >= max_steps
         method.after_epoch(epoch)
         seconds = time.perf_counter() - t0
+        seen, loss_sum, correct = loop.seen, loop.loss_sum, loop.correct
         test_acc, _ = evaluate(model, *test_arrays, device=device)
-        history.append({"epoch": epoch, "loss": loss_sum / seen, "train_accuracy": correct / seen,
-                        "test_accuracy": test_acc, "seconds": seconds, "lr": scheduler.get_lr(),
-                        "steps": step, "samples": seen, "samples_per_second": seen / seconds,
-                        "partial": partial})
+        loop.history.append({"epoch": epoch, "loss": loss_sum / seen,
+                             "train_accuracy": correct / seen, "test_accuracy": test_acc,
+                             "seconds": seconds, "lr": scheduler.get_lr(), "steps": loop.step,
+                             "samples": seen, "samples_per_second": seen / seconds,
+                             "partial": partial})
         if log:
             log(f"epoch {epoch:3d}  loss {loss_sum / seen:.4f}  train {correct / seen:.4f}"
                 f"  test {test_acc:.4f}  {seen / seconds:,.0f} samples/s"
-                + (f"  (stopped after {step} steps: --max-steps)" if stopped else ""))
+                + (f"  (stopped after {loop.step} steps: --max-steps)" if stopped else ""))
+        loop.next_epoch()
+        loop.order = loader.epoch
+        if checkpoint:
+            checkpoint.epoch_done(loop, last=epoch == epochs or stopped)
         if stopped:
             break
     fwd_sparse, _ = metrics.forward_flops(model, positions)
+    train_flops, dense_flops = loop.train_flops, loop.dense_flops
     flops = {"inference_relative": fwd_sparse / fwd_dense if fwd_dense else 1.0,
              "training_relative": train_flops / dense_flops if dense_flops else 1.0,
              "inference_per_sample": fwd_sparse, "training_total": train_flops,
              "dense_training_total": dense_flops}
-    return history, flops
+    return loop.history, flops
 
 
 def combine_flops(phases: list) -> dict:
@@ -278,10 +299,18 @@ def train_phase(model, method, config: TrainConfig, data, epochs, log=print, lr=
     probe = config.max_steps is not None and config.max_steps < steps
     positions = metrics.layer_positions(model, x_train.shape[1:])
     threads.apply_policy(model, config.threads, positions)
+    run = checkpoint.current()      # a checkpointed run: this phase may be restored (done or not)
+    phase = run.phase(model, method, optimizer, scheduler, loader) if run else None
+    if phase is not None and phase.finished is not None:
+        history, flops = phase.finished
+        return history, flops, optimizer
     history, flops = fit(model, optimizer, scheduler, method, loader, (x_test, y_test),
                          -(-steps // len(loader)), x_train.shape[1:], device=config.device,
                          progress=config.progress, log=log, penalty=config.penalty(),
-                         max_steps=min(steps, config.max_steps) if probe else steps, probe=probe)
+                         max_steps=min(steps, config.max_steps) if probe else steps, probe=probe,
+                         checkpoint=phase)
+    if phase is not None:
+        phase.end(history, flops)
     return history, flops, optimizer
 
 
@@ -318,17 +347,29 @@ def make_record(config: TrainConfig, model, method, optimizer, data, history, fl
     return record
 
 
-def train_model(config: TrainConfig, log=print, model=None, data=None):
+def train_model(config: TrainConfig, log=print, model=None, data=None, checkpointer=None):
     """Train and return (model, record). `data` may be preloaded `load_arrays` output.
 
     A method that needs more than one training phase defines `train_model(config, model, data,
     log)` and is handed the whole run (see lottery.py); every other method runs one phase.
+    `checkpointer`: a `checkpoint.Checkpointer` that saves the run as it goes, or continues the
+    run it saved (checkpoint.py).
     """
     config.validate()
     manual_seed(config.seed)
     data = data or load_arrays(config.data, config.dataset)
     if config.val:
         data = split_validation(data, config.val)
+    if checkpointer is None:
+        return _train(config, log, model, data)
+    with checkpointer.running(config, data):
+        model, record = _train(config, log, model, data)
+    if checkpointer.resumed_from:
+        record["resumed_from"] = checkpointer.resumed_from      # timings cover the last part only
+    return model, record
+
+
+def _train(config, log, model, data):
     x_train, y_train = data[0], data[1]
     options = dict(config.method_options)
     if config.method != "dense":

@@ -295,6 +295,27 @@ class AutoSparse(SparseMethod):
             model.replace_submodule(name, layer.as_sparse())
         self._changed = True
 
+    # ----- checkpoints: besides the plain attributes, the thresholds s on the layers --------
+    def state_dict(self) -> dict:
+        state = super().state_dict()
+        if hasattr(self, "layers"):        # they outlive the layers' place in the model (finish)
+            state["layer_s"] = {name: backend.to_numpy(layer.s.data).copy()
+                                for name, layer in self.layers}
+        return state
+
+    def load_state_dict(self, state):
+        state = dict(state)
+        thresholds = state.pop("layer_s", None)
+        super().load_state_dict(state)
+        if thresholds is not None:
+            if set(thresholds) != {name for name, _ in self.layers}:
+                raise ValueError(f"the state has thresholds for {sorted(thresholds)}, the method "
+                                 f"for {[name for name, _ in self.layers]}")
+            for name, layer in self.layers:
+                xp = backend.array_module(layer.s.data)
+                layer.s.data = xp.array(thresholds[name], dtype=layer.s.data.dtype)
+            self._set_alpha(self.alpha_t)
+
     def topology_changed(self) -> bool:
         changed, self._changed = self._changed, False
         return changed

@@ -13,8 +13,33 @@ A method is an object with five hooks; the loop in `sparsenet.train` calls them 
 `topology_changed()` tells the loop to recount FLOPs; `extra_flops()` reports work beyond the
 3-forward training step (RigL's dense gradients). `describe()` adds fields to the run record.
 A method never looks at a layer's format: it talks to layers through the topology interface.
+
+`state_dict()` / `load_state_dict()` carry a method's own state through a checkpoint (see
+sparsenet/checkpoint.py): every attribute that holds plain data (numbers, strings, NumPy arrays
+and generators, and lists, tuples and dicts of them: a schedule's log, a step counter, a rewind
+point, a per-layer budget), by value. Attributes that hold the model, its layers, the optimizer
+or helper objects are rebuilt by `setup` and left out; a method whose state lives on its layers
+adds it by overriding both (dst.py, autosparse.py).
 """
 from __future__ import annotations
+
+import copy
+
+import numpy as np
+
+
+def is_plain(value) -> bool:
+    """Data a checkpoint can hold by value: no module, layer, optimizer or other object."""
+    if value is None or isinstance(value, (bool, int, float, str, np.generic,
+                                           np.random.Generator)):
+        return True
+    if isinstance(value, np.ndarray):
+        return value.dtype != object
+    if isinstance(value, (list, tuple)):
+        return all(is_plain(v) for v in value)
+    if isinstance(value, dict):
+        return all(isinstance(k, (str, int)) and is_plain(v) for k, v in value.items())
+    return False
 
 
 class Method:
@@ -42,6 +67,20 @@ class Method:
 
     def describe(self) -> dict:
         return {}
+
+    def state_dict(self) -> dict:
+        """{attribute: value} of every attribute holding plain data (`is_plain`)."""
+        return copy.deepcopy({k: v for k, v in vars(self).items() if is_plain(v)})
+
+    def load_state_dict(self, state: dict) -> None:
+        """Set the attributes of `state_dict()`; a generator is restored in place, so one
+        shared with the library (`sparsenet.random.generator()`) stays shared."""
+        for name, value in state.items():
+            current = getattr(self, name, None)
+            if isinstance(value, np.random.Generator) and isinstance(current, np.random.Generator):
+                current.bit_generator.state = value.bit_generator.state
+            else:
+                setattr(self, name, value)
 
 
 class Dense(Method):

@@ -249,6 +249,24 @@ class DynamicSparseMethod(SparseMethod):
         change_topology(layer, drop, rows, cols, self.optimizer)
         return int(drop.sum())
 
+    # ----- checkpoints: besides the plain attributes, the growth flags on the layers -----------
+    def state_dict(self) -> dict:
+        state = super().state_dict()
+        if hasattr(self, "layers"):
+            state["keep_for_growth"] = [layer.keep_for_growth for _, layer in self.layers]
+        return state
+
+    def load_state_dict(self, state):
+        state = dict(state)
+        keep = state.pop("keep_for_growth", None)
+        super().load_state_dict(state)
+        if keep is not None:
+            if len(keep) != len(self.layers):
+                raise ValueError(f"the state has growth flags for {len(keep)} layers, the method "
+                                 f"{len(self.layers)}")
+            for (_, layer), flag in zip(self.layers, keep):
+                layer.keep_for_growth = bool(flag)
+
     # ----- what the loop reads -------------------------------------------------------------------
     def _count_dense_gradient(self, layer):
         """RigL paper, Appendix H: an update step computes the dense weight gradient, f_D instead

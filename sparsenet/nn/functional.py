@@ -151,12 +151,19 @@ def flatten(x: Tensor, start_dim: int = 1) -> Tensor:
     return x.flatten(start_dim)
 
 
-def _pair(v, name):
-    if isinstance(v, int):
-        return v, v
-    if isinstance(v, tuple) and len(v) == 2 and all(isinstance(i, int) for i in v):
-        return v
-    raise TypeError(f"{name} must be an int or a pair of ints, got {v!r}")
+def _pair(v, name, least=None):
+    """(a, b) from an int or a pair of ints; with `least`, each must be >= least (a stride or
+    kernel of 0 or less, a negative padding, would compute something else silently)."""
+    if isinstance(v, int) and not isinstance(v, bool):
+        pair = v, v
+    elif isinstance(v, tuple) and len(v) == 2 and all(isinstance(i, int) and not isinstance(i, bool)
+                                                      for i in v):
+        pair = v
+    else:
+        raise TypeError(f"{name} must be an int or a pair of ints, got {v!r}")
+    if least is not None and min(pair) < least:
+        raise ValueError(f"{name} must be an int or a pair of ints >= {least}, got {v!r}")
+    return pair
 
 
 def _windows(x, kh, kw, stride):
@@ -244,15 +251,15 @@ class MaxPool2d(Function):
 
 
 def conv2d(x: Tensor, weight: Tensor, bias: Tensor | None = None, stride=1, padding=0) -> Tensor:
-    options = dict(stride=_pair(stride, "stride"), padding=_pair(padding, "padding"))
+    options = dict(stride=_pair(stride, "stride", 1), padding=_pair(padding, "padding", 0))
     if bias is None:
         return Conv2d.apply(x, weight, **options)
     return Conv2d.apply(x, weight, bias, **options)
 
 
 def max_pool2d(x: Tensor, kernel_size=2, stride=None) -> Tensor:
-    kernel = _pair(kernel_size, "kernel_size")
-    stride = kernel if stride is None else _pair(stride, "stride")
+    kernel = _pair(kernel_size, "kernel_size", 1)
+    stride = kernel if stride is None else _pair(stride, "stride", 1)
     return MaxPool2d.apply(x, kernel_size=kernel, stride=stride)
 
 

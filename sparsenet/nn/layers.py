@@ -14,6 +14,13 @@ def _positive_int(value, name):
     return int(value)
 
 
+def conv_geometry(kernel_size, stride, padding):
+    """((kh, kw), (sh, sw), (ph, pw)) of a convolution, checked: kernel and stride positive,
+    padding >= 0 (a negative stride would flip the output, a zero kernel leave only the bias)."""
+    return (F._pair(kernel_size, "kernel_size", 1), F._pair(stride, "stride", 1),
+            F._pair(padding, "padding", 0))
+
+
 class Linear(Module):
     """y = x @ W.T + b with W of shape (out_features, in_features)."""
 
@@ -40,7 +47,7 @@ class Conv2d(Module):
         super().__init__()
         self.in_channels = _positive_int(in_channels, "in_channels")
         self.out_channels = _positive_int(out_channels, "out_channels")
-        kh, kw = F._pair(kernel_size, "kernel_size")
+        (kh, kw), _, _ = conv_geometry(kernel_size, stride, padding)
         self.kernel_size, self.stride, self.padding = (kh, kw), stride, padding
         shape = (self.out_channels, self.in_channels, kh, kw)
         self.weight = Parameter(get_init(init)(shape, dtype=dtype, rng=rng))

@@ -12,13 +12,16 @@ operating system). The estimate counts what training holds per weight, for every
 
 Activations are not counted (they depend on the batch size, known only when training starts);
 Adam keeps a second state array (4 B more per weight). The total is compared with the memory
-the operating system reports as available now.
+the operating system reports as available now, and with what this process may use at all
+(`limits.memory_limit`: physical memory, ulimit -v, a cgroup limit).
 """
 from __future__ import annotations
 
 import os
 
 import numpy as np
+
+from ..limits import TooLarge, human_bytes, memory_limit
 
 BYTES_PER_WEIGHT = {"dense": 12, "csr": 28, "block": 12, "nm": 13, "masked": 13}
 
@@ -57,22 +60,20 @@ def estimate(shapes: dict, densities: dict, format="csr", format_options=None) -
     return out
 
 
-def _gib(n):
-    return f"{n / 2 ** 30:,.1f} GiB" if n >= 2 ** 28 else f"{n / 2 ** 20:,.1f} MiB"
-
-
 def check_fits(spec, shapes, densities, format="csr", format_options=None, available=None):
-    """Raise ValueError, with the estimate, when model `spec` cannot fit in memory."""
+    """Raise TooLarge (a ValueError), with the estimate, when model `spec` cannot fit."""
     need = estimate(shapes, densities, format, format_options)
-    available = available_bytes() if available is None else available
-    if available is None or need["total"] <= available:
+    if available is None:
+        now = available_bytes()
+        available = min(memory_limit(), now if now is not None else 2 ** 63)
+    if need["total"] <= available:
         return need
     largest = max((n for n in need if n != "total"), key=lambda n: need[n])
     d = densities.get(largest, 1.0)
     kind = "dense" if d >= 1 else f"{format} at density {d:.2g}"
-    raise ValueError(
-        f"model {spec!r} would need about {_gib(need['total'])} for its weights, gradients and "
-        f"optimizer state, more than the {_gib(available)} of memory available; the largest "
-        f"layer, {largest} {tuple(shapes[largest])} ({kind}), alone needs "
-        f"{_gib(need[largest])}. A sparsity (--sparsity, or --opt epsilon=... for SET) makes "
-        f"a wide layer small")
+    raise TooLarge(
+        f"model {spec!r} would need about {human_bytes(need['total'])} for its weights, "
+        f"gradients and optimizer state, more than the {human_bytes(available)} of memory "
+        f"available; the largest layer, {largest} {tuple(shapes[largest])} ({kind}), alone "
+        f"needs {human_bytes(need[largest])}. A sparsity (--sparsity, or --opt epsilon=... for "
+        f"SET) makes a wide layer small")

@@ -141,7 +141,9 @@ def build_model(spec: str, input_shape=(1, 28, 28), num_classes=10, rng=None, *,
     from .sparse_layers import SparseConv2d, SparseLinear
     layers = architecture(spec, input_shape, num_classes)
     shapes = weight_shapes(layers)
-    if sparse_layout:
+    if sparse_layout:            # the file's sizes are checked by the loader, the rest here
+        fits = {str(i) for i, layer in enumerate(layers) if _fits_layout(layer, sparse_layout.get(str(i)))}
+        check_fits(spec, shapes, {n: 0.0 if n in fits else 1.0 for n in shapes})
         return _placeholder_model(spec, layers, shapes, sparse_layout)
     sparse = any(v is not None for v in (sparsity, epsilon, density_per_layer))
     densities = (sparse_densities(shapes, sparsity, epsilon, distribution, density_per_layer,
@@ -167,31 +169,41 @@ def build_model(spec: str, input_shape=(1, 28, 28), num_classes=10, rng=None, *,
 
 def _placeholder_model(spec, layers, shapes, sparse_layout):
     """The model with the layers of a saved sparse layout as empty placeholders (see
-    `_SparseLayer.from_config`) and the other layers dense, for `sparsenet.load` to fill."""
+    `_SparseLayer.from_config`) and the other layers dense, for `sparsenet.load` to fill. An
+    entry that does not fit the architecture (no such layer, another kind or shape) is left to
+    the loader, which refuses the file naming the field."""
     from .sparse_layers import SparseConv2d, SparseLinear
-    unknown = set(sparse_layout) - set(shapes)
-    if unknown:
-        raise ValueError(f"the sparse layout names layers model {spec!r} does not have: "
-                         f"{sorted(unknown)}; its weighted layers are {list(shapes)}")
     kinds = {"linear": SparseLinear, "conv2d": SparseConv2d}
     modules = []
     for i, layer in enumerate(layers):
         config = sparse_layout.get(str(i))
-        if config is None:
-            modules.append(_dense_module(layer))
-            continue
-        if config.get("kind") not in kinds:
-            raise ValueError(f"layout entry {str(i)!r} has kind {config.get('kind')!r}, "
-                             f"expected one of {sorted(kinds)}")
-        sparse = kinds[config["kind"]].from_config(config)
-        dense_shape = shapes[str(i)]
-        if sparse.weight_shape != (dense_shape[0], int(np.prod(dense_shape[1:]))):
-            raise ValueError(f"layout entry {str(i)!r} describes a {sparse.weight_shape} weight, "
-                             f"model {spec!r} has {dense_shape} there")
-        modules.append(sparse)
+        sparse = None
+        if _fits_layout(layer, config):
+            try:
+                sparse = kinds[config["kind"]].from_config(config)
+            except (KeyError, TypeError, ValueError):
+                sparse = None
+        modules.append(sparse if sparse is not None else _dense_module(layer))
     model = Sequential(*modules)
     model.spec = spec
     return model
+
+
+def _fits_layout(layer, config) -> bool:
+    """True when a saved sparse layer's configuration matches this architecture entry."""
+    if not isinstance(config, dict) or layer[0] not in ("linear", "conv"):
+        return False
+    kind = {"linear": "linear", "conv": "conv2d"}[layer[0]]
+    return config.get("kind") == kind and config == dict(config, **_geometry(layer))
+
+
+def _geometry(layer) -> dict:
+    """The fields of a sparse layer's configuration that its architecture entry fixes."""
+    if layer[0] == "linear":
+        return {"in_features": layer[1], "out_features": layer[2]}
+    _, c_in, c_out, kernel, stride, padding = layer
+    return {"in_channels": c_in, "out_channels": c_out, "kernel_size": [kernel, kernel],
+            "stride": [stride, stride], "padding": [padding, padding]}
 
 
 def _dense_module(layer, init="kaiming_uniform", rng=None):

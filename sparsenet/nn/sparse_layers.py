@@ -23,7 +23,7 @@ from ..sparse.topology import dense_grad_topk, random_pattern
 from ..tensor import Function
 from . import functional as F
 from .init import get_init, sparse_values
-from .layers import _positive_int
+from .layers import _positive_int, conv_geometry
 from .module import Module, Parameter
 
 
@@ -358,8 +358,7 @@ class SparseConv2d(_SparseLayer):
         super().__init__()
         self.in_channels = _positive_int(in_channels, "in_channels")
         self.out_channels = _positive_int(out_channels, "out_channels")
-        self.kernel_size = F._pair(kernel_size, "kernel_size")
-        self.stride, self.padding = F._pair(stride, "stride"), F._pair(padding, "padding")
+        self.kernel_size, self.stride, self.padding = conv_geometry(kernel_size, stride, padding)
         shape = (self.out_channels, self.in_channels * self.kernel_size[0] * self.kernel_size[1])
         self._setup(shape, weight, bias, keep_for_growth,
                     format=format, sparsity=sparsity, density=density, block_size=block_size,

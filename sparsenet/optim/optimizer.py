@@ -9,6 +9,8 @@ bring it back to life.
 """
 from __future__ import annotations
 
+import numpy as np
+
 from .. import backend
 from ..kernels import get_backend
 from ..tensor import no_grad
@@ -24,6 +26,8 @@ def _flat_kernel(name, *arrays):
 
 
 class Optimizer:
+    _state_names = ()                       # the arrays `_state` keeps per parameter
+
     def __init__(self, params, defaults: dict):
         params = list(params)
         if not params:
@@ -83,6 +87,82 @@ class Optimizer:
             new[keep] = arr[src[keep]]
             st[name] = new
 
+    # ----- state, as PyTorch lays it out -------------------------------------------------------
+    def _indexed_params(self) -> list:
+        """Every parameter once, numbered in group order (how state_dict names them)."""
+        seen, params = set(), []
+        for g in self.param_groups:
+            for p in g["params"]:
+                if id(p) not in seen:
+                    seen.add(id(p))
+                    params.append(p)
+        return params
+
+    def state_dict(self) -> dict:
+        """{"state": {index: {name: array, "step": int}}, "param_groups": [{hyperparameters...,
+        "params": [index, ...]}]}, parameters numbered in group order as PyTorch does. The
+        arrays are NumPy copies."""
+        params = self._indexed_params()
+        index = {id(p): i for i, p in enumerate(params)}
+        state = {}
+        for p in params:
+            st = self.state.get(id(p))
+            if st is not None:
+                state[index[id(p)]] = {k: v if k == "step" else backend.to_numpy(v).copy()
+                                       for k, v in st.items()}
+        groups = [{**{k: v for k, v in g.items() if k != "params"},
+                   "params": [index[id(p)] for p in g["params"]]} for g in self.param_groups]
+        return {"state": state, "param_groups": groups}
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        """Load what `state_dict` returned (of an optimizer of the same kind over parameters
+        of the same shapes, in the same order). Everything is checked before anything changes."""
+        params = self._indexed_params()
+        groups, state = state_dict.get("param_groups"), state_dict.get("state")
+        if not isinstance(groups, list) or not isinstance(state, dict):
+            raise ValueError("state_dict must have 'state' (a dict) and 'param_groups' (a list)")
+        if len(groups) != len(self.param_groups):
+            raise ValueError(f"state_dict has {len(groups)} parameter groups, the optimizer "
+                             f"{len(self.param_groups)}")
+        for i, (saved, own) in enumerate(zip(groups, self.param_groups)):
+            if set(saved) != set(own):
+                raise ValueError(f"parameter group {i} has the settings {sorted(saved)}, the "
+                                 f"optimizer's {sorted(own)}: another kind of optimizer?")
+            if len(saved["params"]) != len(own["params"]):
+                raise ValueError(f"parameter group {i} has {len(saved['params'])} parameters in "
+                                 f"state_dict, {len(own['params'])} in the optimizer")
+        names = set(self._state_names) | {"step"}
+        new_state = {}
+        for key, st in state.items():
+            i = int(key)
+            if not 0 <= i < len(params):
+                raise ValueError(f"state_dict has state for parameter {i}; the optimizer has "
+                                 f"{len(params)}")
+            if set(st) != names:
+                raise ValueError(f"state of parameter {i} has {sorted(st)}, expected "
+                                 f"{sorted(names)}")
+            p = params[i]
+            xp = backend.array_module(p.data)
+            for name in self._state_names:
+                if tuple(st[name].shape) != tuple(p.data.shape) or st[name].dtype != p.data.dtype:
+                    raise ValueError(f"state {name!r} of parameter {i} has shape "
+                                     f"{tuple(st[name].shape)} and dtype {st[name].dtype}; the "
+                                     f"parameter {p.data.shape} {p.data.dtype}")
+            if isinstance(st["step"], bool) or not isinstance(st["step"], (int, np.integer)):
+                raise ValueError(f"state 'step' of parameter {i} must be an integer, got "
+                                 f"{st['step']!r}")
+            new_state[id(p)] = {k: int(v) if k == "step" else xp.array(v)
+                                for k, v in st.items()}
+        for saved, own in zip(groups, self.param_groups):
+            try:
+                self._check(dict(own, **saved))
+            except TypeError as err:
+                raise ValueError(f"state_dict has a parameter group with bad settings: {err}") \
+                    from None
+        for saved, own in zip(groups, self.param_groups):
+            own.update({k: v for k, v in saved.items() if k != "params"})
+        self.state = new_state
+
     def step(self):
         with no_grad():
             for group in self.param_groups:
@@ -99,6 +179,8 @@ class Optimizer:
 
 class SGD(Optimizer):
     """PyTorch's SGD: v = mu*v + (g + wd*w); w -= lr * (g + mu*v if nesterov else v)."""
+
+    _state_names = ("momentum",)
 
     def __init__(self, params, lr=0.1, momentum=0.0, nesterov=False, weight_decay=0.0):
         if not 0 <= momentum < 1:
@@ -129,6 +211,7 @@ class Adam(Optimizer):
     """Kingma & Ba 2015, with bias correction; weight_decay adds wd*w to the gradient (L2)."""
 
     decoupled = False
+    _state_names = ("m", "v")
 
     def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0):
         if not (0 <= betas[0] < 1 and 0 <= betas[1] < 1):
