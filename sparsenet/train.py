@@ -129,8 +129,21 @@ def make_scheduler(config: TrainConfig, optimizer, steps_per_epoch: int):
     return optim.ConstantLR(optimizer)
 
 
-def evaluate(model, x, y, batch_size=1000, device="cpu"):
-    """(accuracy, predictions) of `model` on arrays x, y, in evaluation mode without a graph."""
+EVAL_ACTIVATION_BYTES = 64 << 20      # the widest layer's output for one evaluation batch
+
+
+def eval_batch_size(model, largest=1000) -> int:
+    """Images per evaluation batch: `largest`, or fewer for a model so wide that a batch's
+    widest activation would pass EVAL_ACTIVATION_BYTES (333,334 units x 1000 images would be
+    1.3 GB per layer), so evaluating never costs more memory than training."""
+    widest = max([getattr(m, "out_features", 0) for m in model.modules()] + [1])
+    return int(max(16, min(largest, EVAL_ACTIVATION_BYTES // (4 * widest))))
+
+
+def evaluate(model, x, y, batch_size=None, device="cpu"):
+    """(accuracy, predictions) of `model` on arrays x, y, in evaluation mode without a graph;
+    batch_size: images per forward pass (default `eval_batch_size(model)`)."""
+    batch_size = batch_size or eval_batch_size(model)
     was_training = model.training
     model.eval()
     predictions = []
@@ -375,6 +388,7 @@ def _train(config, log, model, data):
     if config.method != "dense":
         options.setdefault("sparsity", config.sparsity)
     method = get_method(config.method, **options)
+    build_start = time.perf_counter()
     if model is None:
         shape, classes = x_train.shape[1:], int(y_train.max()) + 1
         # a sparse-from-scratch method's model is built sparse: no dense weight, at any width
@@ -385,6 +399,7 @@ def _train(config, log, model, data):
             check_sparse_setting(method)
             sparse = method.build_options(weight_shapes(architecture(config.model, shape, classes)))
         model = build_model(config.model, input_shape=shape, num_classes=classes, **sparse)
+    build_seconds = time.perf_counter() - build_start
     if config.device != "cpu":
         model.to(config.device)
     if hasattr(method, "train_model"):
@@ -393,5 +408,5 @@ def _train(config, log, model, data):
     start = time.perf_counter()
     history, flops, optimizer = train_phase(model, method, config, data, epochs, log)
     record = make_record(config, model, method, optimizer, data, history, flops,
-                         time.perf_counter() - start, epochs)
+                         time.perf_counter() - start, epochs, build_seconds=build_seconds)
     return model, record
