@@ -70,7 +70,8 @@ def test_sparse_from_scratch_methods_never_build_the_dense_hidden_layers(fast_mo
     assert record["steps"] == 2 and record["stopped_early"] and record["build_seconds"] > 0
     assert record["parameters"] == sum(m.weight.nnz for m in model.modules()
                                        if isinstance(m, SparseLinear)) + 20000 * 10
-    assert record["method_details"]["sparse_init"] is True
+    assert record["method_details"]["sparse_init"] == "auto"
+    assert record["method_details"]["sparse_init_used"] is True
     assert eval_batch_size(model) == (64 << 20) // (4 * 20000)
 
 

@@ -23,6 +23,8 @@ adds it by overriding both (dst.py, autosparse.py).
 """
 from __future__ import annotations
 
+import numpy as np
+
 import copy
 
 import numpy as np
@@ -89,6 +91,24 @@ class Dense(Method):
 
 FORMATS = ("csr", "block", "nm", "masked")
 
+# sparse_init="auto": initialise at the stored fan-in when the dense-fan-in initialisation
+# would leave the network's output this small a fraction of the dense network's (see dst.py)
+AUTO_SIGNAL_SCALE = 1e-3
+
+
+def signal_scale(densities) -> float:
+    """How much a dense-fan-in initialisation shrinks the signal through the sparse layers:
+    each layer at density d multiplies the standard deviation of its output by sqrt(d)
+    (it sums d of the inputs the initialisation was scaled for), so the network's output is
+    the product of those against the dense network's."""
+    return float(np.prod([np.sqrt(d) for d in densities.values() if d < 1] or [1.0]))
+
+
+def check_sparse_init(value):
+    if value != "auto" and not isinstance(value, (bool, np.bool_)):
+        raise ValueError(f"sparse_init must be true, false or \"auto\", got {value!r}")
+    return value if value == "auto" else bool(value)
+
 
 class SparseMethod(Method):
     """A method with a target sparsity stored in a sparse format (the options every one shares).
@@ -135,9 +155,20 @@ class SparseMethod(Method):
     def build_options(self, shapes) -> dict:
         """The `build_model` options of the initial sparse model (sparse from construction:
         no dense weight is ever allocated): densities, format and how values are drawn."""
-        fan_in = "stored" if getattr(self, "sparse_init", True) else "dense"
-        return dict(density_per_layer=self.layout(shapes), format=self.format,
-                    init_fan_in=fan_in, **self.sparse_format_options())
+        densities = self.layout(shapes)
+        fan_in = "stored" if self.resolve_sparse_init(densities) else "dense"
+        return dict(density_per_layer=densities, format=self.format, init_fan_in=fan_in,
+                    **self.sparse_format_options())
+
+    def resolve_sparse_init(self, densities) -> bool:
+        """Whether to initialise each neuron at its stored fan-in (`sparse_init`, when the
+        method has it: True, False or "auto"; see `choose_sparse_init`); kept for the record."""
+        setting = getattr(self, "sparse_init", False)
+        self.signal_scale = signal_scale(densities)
+        self.sparse_init_used = (self.signal_scale < AUTO_SIGNAL_SCALE if setting == "auto"
+                                 else bool(setting))
+        return self.sparse_init_used
+
 
     def sparse_format_options(self) -> dict:
         """Options of the sparse format a layer is built with (constant_fan_in for SRigL)."""

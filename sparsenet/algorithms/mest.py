@@ -45,9 +45,9 @@ Defaults and sources:
   is zero there). The paper's weight-and-gradient score is `--opt lam=...`; the paper's value
   of λ could not be confirmed here.
 - ERK layer densities (the shared default here; the reference reads per-layer ratios from a
-  YAML profile). `sparse_init` on: each neuron initialised at its stored fan-in, the default of
-  every sparse-from-scratch method here (dst.py says why); the reference masks a dense
-  initialization instead, which `--opt sparse_init=false` reproduces.
+  YAML profile). `sparse_init="auto"`, the default of every sparse-from-scratch method here
+  (dst.py says what it chooses and why); the reference masks a dense initialization, which
+  `--opt sparse_init=false` forces.
 
 Formats: drops and grows are in units (elements; blocks for block, scored by the L2 norm of
 their elements' scores). N:M keeps N:M by growing back, in every group, what the drop took from
@@ -96,7 +96,7 @@ class MEST(DynamicSparseMethod):
 
     def __init__(self, sparsity=0.9, zeta=0.2, lam=0.0, soft_bound=False, delta_t="epoch",
                  t_end=0.75, t_decay=0.5625, decay="elastic", format="csr", block_size=16,
-                 n=2, m=4, distribution="erk", dense_layers=(), chunk_rows=256, sparse_init=True):
+                 n=2, m=4, distribution="erk", dense_layers=(), chunk_rows=256, sparse_init="auto"):
         if isinstance(zeta, bool) or not isinstance(zeta, (int, float)) or not 0 < zeta < 1:
             raise ValueError(f"zeta (the mutation ratio, a fraction of each layer's budget) must "
                              f"be a number in (0, 1), got {zeta!r}")

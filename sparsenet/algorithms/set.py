@@ -51,7 +51,7 @@ class SET(DynamicSparseMethod):
     def __init__(self, sparsity=None, zeta=0.3, epsilon=None, delta_t=100, t_end=0.75,
                  decay="cosine", format="csr", block_size=16, n=2, m=4, distribution=None,
                  dense_layers=(), chunk_rows=256,
-                 sparse_init=True):
+                 sparse_init="auto"):
         if isinstance(zeta, bool) or not isinstance(zeta, (int, float)) or not 0 < zeta < 1:
             raise ValueError(f"zeta (the fraction of weights rewired) must be a number in (0, 1), "
                              f"got {zeta!r}")

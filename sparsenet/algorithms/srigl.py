@@ -55,7 +55,7 @@ class SRigL(DynamicSparseMethod):
     def __init__(self, sparsity=None, gamma_sal=0.3, fan_in=None, alpha=0.3, delta_t=100,
                  t_end=0.75, decay="cosine", format="csr", block_size=16, n=2, m=4,
                  distribution="erk", dense_layers=(), chunk_rows=256,
-                 sparse_init=True):
+                 sparse_init="auto"):
         if format not in ("csr", "masked"):
             raise ValueError(f"srigl keeps a constant fan-in per neuron, which formats 'csr' and "
                              f"'masked' hold (constant_fan_in); got format={format!r}")
