@@ -218,6 +218,12 @@ class SparseMatrix(ABC):
     def nbytes(self) -> int:
         return int(self.values.nbytes + sum(a.nbytes for a in self._index_arrays()))
 
+    @property
+    def cache_nbytes(self) -> int:
+        """Bytes of the caches built on use (the transposed index of the backward pass): part
+        of `nbytes`, not of the state a file holds."""
+        return int(sum(a.nbytes for a in (getattr(self, "_transposed", None) or ())))
+
     def __repr__(self):
         return (f"{type(self).__name__}(shape={self.shape}, nnz={self.nnz}, "
                 f"density={self.density:.4f}, dtype={self.dtype})")
