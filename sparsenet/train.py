@@ -7,10 +7,14 @@ Set SPARSENET_FAST=1 to shrink data and epochs (the tests and tutorials do).
 from __future__ import annotations
 
 import dataclasses
+import math
+import numbers
 import os
 import platform
 import resource
+import sys
 import time
+import warnings
 
 import numpy as np
 from tqdm.auto import tqdm
@@ -28,11 +32,24 @@ def fast_mode() -> bool:
     return os.environ.get("SPARSENET_FAST", "") not in ("", "0")
 
 
+def _integer(value, name, minimum):
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
+        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
+
+
+def _real(value, name, condition, expected):
+    """A real number (not a bool, not a string) that is finite and meets `condition`."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) \
+            or not math.isfinite(value) or not condition(value):
+        kind = f" ({type(value).__name__})" if not isinstance(value, numbers.Real) else ""
+        raise ValueError(f"{name} must be {expected}, got {value!r}{kind}")
+
+
 @dataclasses.dataclass
 class TrainConfig:
     model: str = "lenet300"
     method: str = "dense"
-    sparsity: float = 0.0
+    sparsity: float | None = None   # None: 0 for dense, the method's own default otherwise
     epochs: int = 20
     batch_size: int = 128
     lr: float = 0.05
@@ -53,23 +70,50 @@ class TrainConfig:
     val: int = 0                    # hold out this many training images and evaluate on them
 
     def validate(self):
-        if self.epochs <= 0:
-            raise ValueError(f"epochs must be positive, got {self.epochs}")
-        if self.batch_size <= 0:
-            raise ValueError(f"batch_size must be positive, got {self.batch_size}")
-        if not self.lr > 0:
-            raise ValueError(f"lr must be positive, got {self.lr}")
-        if not 0 <= self.sparsity < 1:
-            raise ValueError(f"sparsity must be in [0, 1), got {self.sparsity}")
+        """Raise ValueError naming the field for anything a run could not use: before any work."""
+        for name, minimum in (("epochs", 1), ("batch_size", 1), ("seed", 0),
+                              ("warmup_epochs", 0)):
+            _integer(getattr(self, name), name, minimum)
+        _integer(self.val, "val (validation images held out)", 0)
+        _real(self.lr, "lr", lambda v: v > 0, "a positive number")
+        _real(self.momentum, "momentum", lambda v: 0 <= v < 1, "a number in [0, 1)")
+        _real(self.weight_decay, "weight_decay", lambda v: v >= 0, "a finite number >= 0")
+        if self.sparsity is not None:
+            _real(self.sparsity, "sparsity", lambda v: 0 <= v < 1, "a number in [0, 1)")
         if self.optimizer not in ("sgd", "adam", "adamw"):
             raise ValueError(f"optimizer must be sgd, adam or adamw, got {self.optimizer!r}")
-        if isinstance(self.val, bool) or not isinstance(self.val, (int, np.integer)) or self.val < 0:
-            raise ValueError(f"val (validation images held out) must be an integer >= 0, "
-                             f"got {self.val!r}")
         if self.schedule not in ("cosine", "step", "constant"):
             raise ValueError(f"schedule must be cosine, step or constant, got {self.schedule!r}")
+        if not isinstance(self.progress, bool):
+            raise ValueError(f"progress must be True or False, got {self.progress!r}")
+        if self.device not in ("cpu", "cuda"):
+            raise ValueError(f"device must be 'cpu' or 'cuda', got {self.device!r}")
+        if self.device == "cuda" and not backend.cuda_available():
+            raise ValueError("device='cuda' (--device cuda) needs CuPy and an NVIDIA GPU; none "
+                             "was found (install the 'gpu' extra on a machine with CUDA, or "
+                             "train on the cpu)")
         from .algorithms.regularization import check_options
         check_options(self.l1, self.group_lasso, self.groups)
+        self._validate_method()
+
+    def _validate_method(self):
+        from .algorithms.base import method_class
+        from .algorithms.options import check_option_names
+        cls = method_class(self.method)
+        if not isinstance(self.method_options, dict):
+            raise ValueError(f"method_options must be a dict, got {self.method_options!r}")
+        if "sparsity" in self.method_options:
+            raise ValueError("give the sparsity as TrainConfig.sparsity (--sparsity), not as a "
+                             "method option")
+        if self.method == "dense":
+            if self.sparsity not in (None, 0, 0.0):
+                raise ValueError(f"method 'dense' has no sparsity, got sparsity={self.sparsity} "
+                                 "(--sparsity): choose a sparse method (`sparsenet methods`)")
+            if self.method_options:
+                raise ValueError(f"method 'dense' takes no options, got "
+                                 f"{sorted(self.method_options)} (--opt, --pattern, --format, "
+                                 "--distribution apply to sparse methods)")
+        check_option_names(self.method, cls, self.method_options)
 
     def penalty(self) -> dict | None:
         """The regularization options for `regularize`, or None when there is none."""
@@ -78,14 +122,46 @@ class TrainConfig:
         return dict(l1=self.l1, group_lasso=self.group_lasso, groups=self.groups)
 
 
+class Arrays(tuple):
+    """(x_train, y_train, x_test, y_test, origin), as `load_arrays` returns it, which also knows
+    the data set's declared number of classes (`num_classes`) and its input preprocessing."""
+
+    def __new__(cls, items, num_classes, preprocess=None):
+        arrays = super().__new__(cls, items)
+        arrays.num_classes, arrays.preprocess = int(num_classes), preprocess
+        return arrays
+
+
+def num_classes_of(data) -> int:
+    """The classes of `data`: declared by the data set (`load_arrays`), or, for plain arrays,
+    one more than the largest label of either split."""
+    declared = getattr(data, "num_classes", None)
+    if declared is not None:
+        return declared
+    return int(max(np.max(data[1]), np.max(data[3]) if len(data[3]) else 0)) + 1
+
+
 def load_arrays(source="auto", dataset="fashion-mnist"):
     """Float32 images (N, 1, 28, 28) and int64 labels; smaller in fast mode."""
+    from .data.preprocess import Standardize
     ds = load_dataset(dataset, source)
     x_train, y_train = to_float(ds.train_images), ds.train_labels.astype(np.int64)
     x_test, y_test = to_float(ds.test_images), ds.test_labels.astype(np.int64)
     if fast_mode():
         x_train, y_train, x_test, y_test = x_train[:1000], y_train[:1000], x_test[:500], y_test[:500]
-    return x_train, y_train, x_test, y_test, ds.origin
+    return Arrays((x_train, y_train, x_test, y_test, ds.origin), ds.num_classes, Standardize())
+
+
+def check_arrays(data, num_classes):
+    """Images finite, labels whole numbers in [0, num_classes): said as what they are."""
+    for x, y, split in ((data[0], data[1], "training"), (data[2], data[3], "test")):
+        if np.issubdtype(np.asarray(x).dtype, np.floating) and not np.isfinite(x).all():
+            bad = int(np.size(x) - np.isfinite(x).sum())
+            raise ValueError(f"the {split} images hold {bad} NaN or infinite value(s): clean "
+                             "the data (the loss would be NaN from the first step)")
+        if len(y) and (np.min(y) < 0 or np.max(y) >= num_classes):
+            raise ValueError(f"the {split} labels must lie in [0, {num_classes}) (the data "
+                             f"set's classes), found {int(np.min(y))} .. {int(np.max(y))}")
 
 
 def split_validation(data, val: int):
@@ -98,8 +174,9 @@ def split_validation(data, val: int):
                          f"got {val}")
     order = np.random.default_rng(20261125).permutation(len(y_train))
     keep, held = np.sort(order[val:]), np.sort(order[:val])
-    return (x_train[keep], y_train[keep], x_train[held], y_train[held],
-            f"{origin} (validation: {val} training images held out)")
+    return Arrays((x_train[keep], y_train[keep], x_train[held], y_train[held],
+                   f"{origin} (validation: {val} training images held out)"),
+                  num_classes_of(data), getattr(data, "preprocess", None))
 
 
 def make_optimizer(config: TrainConfig, params):
@@ -157,9 +234,11 @@ def fit(model, optimizer, scheduler, method, loader, test_arrays, epochs, input_
     fwd_sparse, fwd_dense = metrics.forward_flops(model, positions)
     train_flops = dense_flops = 0.0
     history, step = [], 0
+    progress = progress and _stderr_is_terminal()    # a log file gets no bar (~55 KB per epoch)
     for epoch in range(1, epochs + 1):
         t0, seen, loss_sum, correct = time.perf_counter(), 0, 0.0, 0
-        bar = tqdm(loader, desc=f"epoch {epoch}/{epochs}", disable=not progress, leave=False)
+        bar = tqdm(loader, desc=f"epoch {epoch}/{epochs}", disable=not progress, leave=False,
+                   mininterval=0.5)
         for xb, yb in bar:
             if max_steps is not None and step >= max_steps:
                 break
@@ -167,11 +246,8 @@ def fit(model, optimizer, scheduler, method, loader, test_arrays, epochs, input_
             logits = model(Tensor(xb))
             loss = cross_entropy(logits, yb)
             if not np.isfinite(loss.item()):           # stop before the step spreads it
-                raise FloatingPointError(
-                    f"training diverged: the loss is {loss.item()} at step {step + 1} (epoch "
-                    f"{epoch}) with lr {scheduler.get_lr():g}; lower the learning rate (--lr). "
-                    f"lenet5, with no nonlinearity between its convolutions, trains at 0.01 "
-                    f"(Caffe's LeNet solver)")
+                raise FloatingPointError(_non_finite_loss(loss.item(), xb, model, optimizer,
+                                                          step, epoch, scheduler.get_lr()))
             optimizer.zero_grad()
             loss.backward()
             if penalty:
@@ -207,6 +283,33 @@ def fit(model, optimizer, scheduler, method, loader, test_arrays, epochs, input_
              "inference_per_sample": fwd_sparse, "training_total": train_flops,
              "dense_training_total": dense_flops}
     return history, flops
+
+
+def _stderr_is_terminal() -> bool:
+    try:
+        return sys.stderr.isatty()
+    except (AttributeError, ValueError):               # replaced or closed stream
+        return False
+
+
+def _non_finite_loss(loss, xb, model, optimizer, step, epoch, lr) -> str:
+    """Why the loss is not finite, as far as it can be told: bad inputs, bad settings, or a
+    divergence (only the last one is cured by a lower learning rate)."""
+    where = f"the loss is {loss} at step {step + 1} (epoch {epoch})"
+    if not np.isfinite(backend.to_numpy(xb)).all():
+        return f"{where}: the input batch holds NaN or infinite values (clean the data)"
+    for group in optimizer.param_groups:
+        for key in ("lr", "weight_decay", "momentum"):
+            value = group.get(key)
+            if isinstance(value, float) and not math.isfinite(value):
+                return f"{where}: the optimizer's {key} is {value}"
+    for name, p in model.named_parameters():
+        if not np.isfinite(backend.to_numpy(p.data)).all():
+            return (f"{where}: parameter {name} already held NaN or infinity before this step "
+                    f"(training diverged earlier, at lr {lr:g}: lower the learning rate, --lr)")
+    return (f"training diverged: {where} with lr {lr:g}; lower the learning rate (--lr). "
+            "lenet5, with no nonlinearity between its convolutions, trains at 0.01 (Caffe's "
+            "LeNet solver)")
 
 
 def combine_flops(phases: list) -> dict:
@@ -247,7 +350,7 @@ def train_phase(model, method, config: TrainConfig, data, epochs, log=print, lr=
         raise ValueError(f"start_step must be in [0, {total}) (the phase's steps), got {start_step}")
     method.setup(model, None, loader, total - start_step)
     phase_config = config if lr is None else dataclasses.replace(config, lr=lr)
-    optimizer = make_optimizer(phase_config, model.parameters())
+    optimizer = make_optimizer(phase_config, model.parameters())   # after setup: its layers
     method.optimizer = optimizer
     scheduler = make_scheduler(dataclasses.replace(phase_config, epochs=epochs), optimizer,
                                len(loader))
@@ -269,13 +372,15 @@ def make_record(config: TrainConfig, model, method, optimizer, data, history, fl
     summary = metrics.sparsity_summary(model)
     record = {
         "method": config.method, "model": config.model, "sparsity": summary["sparsity"],
-        "density": summary["density"], "target_sparsity": config.sparsity,
+        "density": summary["density"],
+        "target_sparsity": config.sparsity if config.sparsity is not None else 0.0,
         # with a validation split (config.val) the held-out images replace the test set
         ("val_accuracy" if config.val else "test_accuracy"): test_acc,
         # every other accuracy in the record (history, rounds) is on the same images
         "evaluated_on": f"validation: {config.val} held-out training images" if config.val
         else "test",
-        "per_class_accuracy": metrics.per_class_accuracy(predictions, y_test, int(y_test.max()) + 1),
+        "per_class_accuracy": metrics.per_class_accuracy(predictions, y_test,
+                                                         num_classes_of(data)),
         "epochs": epochs, "seed": config.seed, "train_seconds": train_seconds,
         "history": history, "layers": metrics.layer_table(model),
         "parameters": summary["weights_stored"], "parameters_dense": summary["weights_dense"],
@@ -288,7 +393,29 @@ def make_record(config: TrainConfig, model, method, optimizer, data, history, fl
         "method_details": method.describe(), "versions": versions(),
     }
     record.update(extra)
+    if config.method != "dense" and record["density"] >= 1.0:
+        warnings.warn(f"method {config.method!r} trained a dense model (density 1.0): nothing "
+                      f"was pruned at sparsity {config.sparsity}", stacklevel=2)
     return record
+
+
+def make_method(config: TrainConfig):
+    """(the method, config with its sparsity resolved). Sparsity left out (None): 0 for dense,
+    n/m's for the N:M format, else the method's own default, announced by a warning (a sparse
+    method trained quietly at the wrong sparsity is the surprise to avoid)."""
+    options = dict(config.method_options)
+    if config.method == "dense":
+        return get_method("dense"), dataclasses.replace(config, sparsity=0.0)
+    if config.sparsity is not None:
+        options["sparsity"] = config.sparsity
+    elif options.get("format") == "nm":
+        options["sparsity"] = 1.0 - options.get("n", 2) / options.get("m", 4)
+    method = get_method(config.method, **options)
+    sparsity = float(getattr(method, "sparsity", 0.0) or 0.0)
+    if config.sparsity is None and "sparsity" not in options and sparsity > 0:
+        warnings.warn(f"{config.method}: no sparsity given (--sparsity): training at the "
+                      f"method's default sparsity {sparsity:g}", stacklevel=3)
+    return method, dataclasses.replace(config, sparsity=sparsity)
 
 
 def train_model(config: TrainConfig, log=print, model=None, data=None):
@@ -298,19 +425,20 @@ def train_model(config: TrainConfig, log=print, model=None, data=None):
     log)` and is handed the whole run (see lottery.py); every other method runs one phase.
     """
     config.validate()
+    method, config = make_method(config)
     manual_seed(config.seed)
     data = data or load_arrays(config.data, config.dataset)
     if config.val:
         data = split_validation(data, config.val)
-    x_train, y_train = data[0], data[1]
+    num_classes = num_classes_of(data)
+    check_arrays(data, num_classes)
+    x_train = data[0]
     model = model or build_model(config.model, input_shape=x_train.shape[1:],
-                                 num_classes=int(y_train.max()) + 1)
+                                 num_classes=num_classes)
+    if getattr(data, "preprocess", None) is not None:
+        model.preprocess = data.preprocess             # what the model was trained on
     if config.device != "cpu":
         model.to(config.device)
-    options = dict(config.method_options)
-    if config.method != "dense":
-        options.setdefault("sparsity", config.sparsity)
-    method = get_method(config.method, **options)
     if hasattr(method, "train_model"):
         return method.train_model(config, model, data, log)
     epochs = epochs_for(config)

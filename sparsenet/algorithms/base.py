@@ -13,8 +13,14 @@ A method is an object with five hooks; the loop in `sparsenet.train` calls them 
 `topology_changed()` tells the loop to recount FLOPs; `extra_flops()` reports work beyond the
 3-forward training step (RigL's dense gradients). `describe()` adds fields to the run record.
 A method never looks at a layer's format: it talks to layers through the topology interface.
+
+A method's options are its constructor's keyword arguments; each class declares what they mean
+and where their defaults come from in `option_help` (options.py reads both, and
+`sparsenet methods NAME` prints them). `get_method` refuses an option the method lacks.
 """
 from __future__ import annotations
+
+from .options import check_option_names
 
 
 class Method:
@@ -47,6 +53,8 @@ class Method:
 class Dense(Method):
     """No sparsity: the baseline every method is compared against."""
 
+    option_help = {}
+
 
 FORMATS = ("csr", "block", "nm", "masked")
 
@@ -59,6 +67,19 @@ class SparseMethod(Method):
     distribution: how the sparsity is shared among layers (uniform | er | erk);
     dense_layers: layer names (or 'first' / 'last') kept dense.
     """
+
+    option_help = {
+        "sparsity": "fraction of the weights removed overall, in [0, 1) (`--sparsity`)",
+        "format": "storage of the sparse layers: csr | block | nm | masked; the rule is the "
+                  "same, the format enforces its structure (`--format`, `--pattern`)",
+        "block_size": "side of the square blocks of format block (`--pattern block:BS`)",
+        "n": "format nm keeps n of every m consecutive inputs (`--pattern nm:N:M`; 2:4 is "
+             "NVIDIA Ampere's sparse pattern)",
+        "m": "the group size of format nm (see n)",
+        "distribution": "how the sparsity is shared among layers: uniform | er | erk "
+                        "(Erdős–Rényi-Kernel, Evci et al. 2020, Section 3) (`--distribution`)",
+        "dense_layers": "layer names (or 'first', 'last') kept dense, e.g. [\"first\"]",
+    }
 
     def __init__(self, sparsity=0.9, format="csr", block_size=16, n=2, m=4,
                  distribution="erk", dense_layers=()):
@@ -94,11 +115,6 @@ class SparseMethod(Method):
 _REGISTRY = {"dense": Dense}
 
 
-def _ignore_sparse_options(**options):
-    """`dense` accepts (and ignores) the options the command line passes every method."""
-    return Dense()
-
-
 def register(name: str):
     """Class decorator adding a method to the registry used by the command line."""
     def add(cls):
@@ -108,7 +124,7 @@ def register(name: str):
     return add
 
 
-_HELPER_MODULES = {"base", "common", "distributions", "schedules", "saliency", "dst"}
+_HELPER_MODULES = {"base", "common", "distributions", "schedules", "saliency", "dst", "options"}
 _discovered = False
 
 
@@ -132,10 +148,20 @@ def available() -> list:
     return sorted(_REGISTRY)
 
 
-def get_method(name: str, **options) -> Method:
+def method_class(name: str):
+    """The class registered under `name`; ValueError naming the known ones otherwise."""
     _discover()
-    if name not in _REGISTRY:
-        raise ValueError(f"unknown method {name!r}: expected one of {', '.join(available())}")
-    if name == "dense":
-        return _ignore_sparse_options(**options)
-    return _REGISTRY[name](**options)
+    if not isinstance(name, str) or name not in _REGISTRY:
+        import difflib
+        close = difflib.get_close_matches(str(name), available(), n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        raise ValueError(f"unknown method {name!r}{hint}: expected one of {', '.join(available())}")
+    return _REGISTRY[name]
+
+
+def get_method(name: str, **options) -> Method:
+    """The method `name` built with `options`; an option it does not take is refused with the
+    list of those it does (`dense` takes none)."""
+    cls = method_class(name)
+    check_option_names(name, cls, options)
+    return cls(**options)

@@ -92,6 +92,22 @@ class MEST(DynamicSparseMethod):
     """Drop the lowest |w| + λ|g|; regrow at random; the mutation ratio decays in steps."""
 
     reinit_when_same = True
+    option_help = {
+        "zeta": "ζ, the mutation ratio: a fraction of each layer's budget (the reference "
+                "README's example at 90 % sparsity: 0.2)",
+        "lam": "λ, the weight of |gradient| in the drop score |w| + λ|g| (reference --sp-lmd "
+               "default: 0)",
+        "soft_bound": "MEST+EM&S: grow above the budget between updates, prune back at the "
+                      "next (the paper's soft memory bound)",
+        "delta_t": "steps between mutations, or \"epoch\" (the reference mutates every 5 of "
+                   "160 epochs)",
+        "t_end": "no mutation from here on (reference: epoch 120 of 160, 0.75)",
+        "t_decay": "when ζ halves: a fraction of training or a step count (reference: epoch "
+                   "90 of 160, 0.5625)",
+        "decay": "elastic (MEST's step decay: ζ, ζ/2, 0) | cosine | constant | linear",
+        "sparse_init": "rescale to the stored fan-in (dst.py); off, as the reference masks a "
+                       "dense initialization",
+    }
 
     def __init__(self, sparsity=0.9, zeta=0.2, lam=0.0, soft_bound=False, delta_t="epoch",
                  t_end=0.75, t_decay=0.5625, decay="elastic", format="csr", block_size=16,

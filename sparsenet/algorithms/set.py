@@ -39,12 +39,15 @@ from ..sparse import sparsify
 from ..sparse.topology import random_empty_units
 from .base import register
 from .common import prunable_layers, weight_shape
+from .distributions import er_fans
 from .dst import DynamicSparseMethod, resolve_layer_names, start_sparse
 
 
 def er_density(shape, epsilon) -> float:
-    """SET's Erdős–Rényi density of a (n_out, n_in, ...) weight, capped at 1."""
-    n_out, n_in = shape[0], int(np.prod(shape[1:]))
+    """SET's Erdős–Rényi density ε (n_in + n_out) / (n_in · n_out) of a weight of shape (out, in)
+    or (out, in, kh, kw), capped at 1; a convolution's n_in and n_out are its channels, as for
+    `distribution="er"` (distributions.er_fans: one convention for both)."""
+    n_in, n_out = er_fans(shape)
     return min(1.0, epsilon * (n_in + n_out) / (n_in * n_out))
 
 
@@ -53,6 +56,15 @@ class SET(DynamicSparseMethod):
     """Drop the ζ fraction closest to zero on each side of 0; regrow at random."""
 
     reinit_when_same = True
+    option_help = {
+        "sparsity": "fraction of the weights removed overall (default 0.9, with ERK); or give "
+                    "epsilon",
+        "zeta": "ζ, the fraction of each sign's weights rewired per update (SET paper, MLP "
+                "experiments, and its reference code: 0.3)",
+        "epsilon": "ε of SET's Erdős–Rényi densities ε(n_in + n_out)/(n_in·n_out), instead of "
+                   "sparsity (SET paper: 20)",
+        "distribution": "uniform | er | erk; default erk, or er with epsilon",
+    }
 
     def __init__(self, sparsity=None, zeta=0.3, epsilon=None, delta_t=100, t_end=0.75,
                  decay="cosine", format="csr", block_size=16, n=2, m=4, distribution=None,
@@ -97,7 +109,7 @@ class SET(DynamicSparseMethod):
         if not chosen:
             return model
         return sparsify(model, format=self.format, layers=list(chosen), density_per_layer=chosen,
-                        rng=rng, **self.format_options())
+                        from_dense=False, rng=rng, **self.format_options())
 
     def drop_scores(self, layer):
         """A unit's rank by |w| among the units of its sign, over how many have that sign: the

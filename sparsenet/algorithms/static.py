@@ -22,6 +22,9 @@ class Static(SparseMethod):
     """A random sparse pattern (distribution erk | er | uniform) trained as it is; sparse_init
     as for the dynamic methods (dst.py), so they can be compared at equal initialization."""
 
+    option_help = {"sparse_init": "rescale the initial weights to each neuron's stored fan-in "
+                                  "(Evci et al. 2022), as for the dynamic methods"}
+
     def __init__(self, sparsity=0.9, format="csr", block_size=16, n=2, m=4, distribution="erk",
                  dense_layers=(), sparse_init=False):
         super().__init__(sparsity, format, block_size, n, m, distribution, dense_layers)

@@ -69,4 +69,7 @@ def build_model(spec: str, input_shape=(1, 28, 28), num_classes=10, rng=None) ->
         raise ValueError(f"unknown model {spec!r}: expected one of {', '.join(NAMED)} "
                          "or 'mlp:IN-H1-...-OUT'")
     model.spec = spec
+    # the input preprocessing sparsenet trains with, so a loaded model says what it expects
+    from ..data.preprocess import Standardize
+    model.preprocess = Standardize()
     return model
