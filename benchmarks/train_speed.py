@@ -4,6 +4,8 @@ sparsenet against PyTorch on the CPU with the same thread count (when PyTorch is
 Both spend most of the step in BLAS matmuls, so the ratio measures the engine's own overhead.
 
     python benchmarks/train_speed.py [--quick]
+
+A --quick run writes benchmarks/results/quick/ (git-ignored), never the committed records.
 """
 from __future__ import annotations
 
@@ -126,7 +128,8 @@ def epoch_rows(methods=("dense", "rigl"), sparsity=0.99, n_train=60000):
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--quick", action="store_true", help="fewer repeats")
+    parser.add_argument("--quick", action="store_true",
+                        help="fewer repeats; records go to benchmarks/results/quick/")
     parser.add_argument("--no-epoch", action="store_true",
                         help="skip the one-epoch dense vs RigL timing (about a minute)")
     args = parser.parse_args(argv)
@@ -152,7 +155,8 @@ def main(argv=None):
           f"{r['epoch_s']:.1f}", f"{r['speedup_vs_dense']:.1f}x"] for r in erows])
     text = table + "\n\n" + stable + ("\n\n" + etable if erows else "")
     print(text)
-    print("written", write_record("train_speed", rows + srows + erows, text, {"repeats": repeats}))
+    print("written", write_record("train_speed", rows + srows + erows, text, {"repeats": repeats},
+                                  quick=args.quick))
 
 
 if __name__ == "__main__":

@@ -125,7 +125,7 @@ def method_options_from_args(args) -> dict:
     for key, value in extra.items():
         flag = _FLAG_OPTIONS.get(key)
         if key == "sparsity":
-            raise ValueError(f"--opt sparsity={value} : give the sparsity with --sparsity")
+            raise ValueError(f"--opt sparsity={value}: give the sparsity with --sparsity")
         if key in options:
             raise ValueError(f"--opt {key}={value} conflicts with {flag} (which sets "
                              f"{key}={options[key]!r}): give it once")

@@ -198,7 +198,7 @@ class AutoSparse(SparseMethod):
     }
 
     def __init__(self, sparsity=None, alpha=0.75, t_reset=0.9, s_init=None, target_gain=None,
-                 variant="budgeted", format="masked", block_size=16, n=2, m=4,
+                 variant="budgeted", format="masked", block_size=None, n=2, m=4,
                  distribution="erk", dense_layers=()):
         if variant not in self.VARIANTS:
             raise ValueError(f"variant must be one of {sorted(self.VARIANTS)}, got {variant!r}")

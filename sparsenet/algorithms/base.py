@@ -20,6 +20,10 @@ and where their defaults come from in `option_help` (options.py reads both, and
 """
 from __future__ import annotations
 
+import warnings
+
+import numpy as np
+
 from .options import check_option_names
 
 
@@ -57,6 +61,7 @@ class Dense(Method):
 
 
 FORMATS = ("csr", "block", "nm", "masked")
+BLOCK_SIZES = (16, 8, 4, 2)          # tried in this order when no block_size is given
 
 
 class SparseMethod(Method):
@@ -66,13 +71,19 @@ class SparseMethod(Method):
     is the same, the format enforces the structure); block_size for block, n and m for N:M;
     distribution: how the sparsity is shared among layers (uniform | er | erk);
     dense_layers: layer names (or 'first' / 'last') kept dense.
+
+    Blocks must tile a weight: a layer whose sides the block size does not divide (LeNet-300's
+    300 x 784 for 16) is kept dense, with a warning (`fit_format`, called by `setup`); with no
+    block_size given, the largest of 16, 8, 4, 2 that tiles 90 % of the weights is taken.
     """
 
     option_help = {
         "sparsity": "fraction of the weights removed overall, in [0, 1) (`--sparsity`)",
         "format": "storage of the sparse layers: csr | block | nm | masked; the rule is the "
                   "same, the format enforces its structure (`--format`, `--pattern`)",
-        "block_size": "side of the square blocks of format block (`--pattern block:BS`)",
+        "block_size": "side of the square blocks of format block (`--pattern block:BS`); "
+                      "default: the largest of 16, 8, 4, 2 that tiles 90 % of the weights; "
+                      "a layer the blocks do not tile stays dense",
         "n": "format nm keeps n of every m consecutive inputs (`--pattern nm:N:M`; 2:4 is "
              "NVIDIA Ampere's sparse pattern)",
         "m": "the group size of format nm (see n)",
@@ -81,7 +92,7 @@ class SparseMethod(Method):
         "dense_layers": "layer names (or 'first', 'last') kept dense, e.g. [\"first\"]",
     }
 
-    def __init__(self, sparsity=0.9, format="csr", block_size=16, n=2, m=4,
+    def __init__(self, sparsity=0.9, format="csr", block_size=None, n=2, m=4,
                  distribution="erk", dense_layers=()):
         if not 0 <= sparsity < 1:
             raise ValueError(f"sparsity must be in [0, 1), got {sparsity}")
@@ -91,13 +102,61 @@ class SparseMethod(Method):
             raise ValueError(f"the N:M format needs integers 0 < n < m, got n={n}, m={m}")
         if distribution not in ("uniform", "er", "erk"):
             raise ValueError(f"distribution must be uniform, er or erk, got {distribution!r}")
+        if block_size is not None and (isinstance(block_size, bool)
+                                       or not isinstance(block_size, int) or block_size <= 0):
+            raise ValueError(f"block_size must be a positive integer, got {block_size!r}")
         self.sparsity, self.format, self.distribution = sparsity, format, distribution
         self.block_size, self.n, self.m = block_size, n, m
         self.dense_layers = tuple([dense_layers] if isinstance(dense_layers, str) else dense_layers)
+        self.untiled_layers = ()
 
     def format_options(self) -> dict:
-        return {"block": {"block_size": self.block_size}, "nm": {"n": self.n, "m": self.m}
-                }.get(self.format, {})
+        return {"block": {"block_size": self.block_size or BLOCK_SIZES[0]},
+                "nm": {"n": self.n, "m": self.m}}.get(self.format, {})
+
+    def setup(self, model, optimizer, loader, total_steps):
+        super().setup(model, optimizer, loader, total_steps)
+        self.fit_format(model)
+
+    def fit_format(self, model):
+        """Block format only: choose the block size if none was given, and keep dense (with a
+        warning) the layers it does not tile; ValueError if it tiles none. Once per model."""
+        if self.format != "block" or getattr(self, "_fitted_to", None) is model:
+            return
+        from .common import prunable_layers, weight_shape
+        layers = prunable_layers(model)
+        names = [n for n, _ in layers]
+        kept = {names[0] if d == "first" else names[-1] if d == "last" else d
+                for d in self.dense_layers}
+        shapes = {n: (weight_shape(m)[0], int(np.prod(weight_shape(m)[1:]))) for n, m in layers
+                  if n not in kept}
+
+        def tiled(bs):
+            return sum(r * c for r, c in shapes.values() if r % bs == 0 and c % bs == 0)
+
+        total = sum(r * c for r, c in shapes.values())
+        if self.block_size is None:
+            fits = [bs for bs in BLOCK_SIZES if tiled(bs) >= 0.9 * total]
+            self.block_size = fits[0] if fits else max(BLOCK_SIZES, key=tiled)
+            if self.block_size != BLOCK_SIZES[0]:
+                warnings.warn(f"{self.name}: block_size {BLOCK_SIZES[0]} does not tile this "
+                              f"model's layers; using block_size {self.block_size}, which "
+                              f"tiles {tiled(self.block_size) / total:.1%} of the weights",
+                              stacklevel=3)
+        bs = self.block_size
+        untiled = [n for n, (r, c) in shapes.items() if r % bs or c % bs]
+        if len(untiled) == len(shapes):
+            sizes = ", ".join(f"{b} ({tiled(b) / total:.1%})" for b in BLOCK_SIZES if tiled(b))
+            raise ValueError(f"block_size {bs} tiles none of the model's layers "
+                             f"({', '.join(f'{r}x{c}' for r, c in shapes.values())}): a block "
+                             f"must divide both sides of a weight. Block sizes that do, with "
+                             f"the share of weights they tile: {sizes or 'none'}")
+        if untiled:
+            warnings.warn(f"{self.name}: block_size {bs} does not divide the weights of layer(s) "
+                          f"{', '.join(f'{n!r} {shapes[n][0]}x{shapes[n][1]}' for n in untiled)}"
+                          ": kept dense", stacklevel=3)
+        self.dense_layers = tuple(self.dense_layers) + tuple(untiled)
+        self.untiled_layers, self._fitted_to = tuple(untiled), model
 
     def sparsify(self, model, from_dense=False, rng=None, sparsity=None):
         """Swap the model's dense layers for sparse ones of this method's format (in place)."""
@@ -108,8 +167,10 @@ class SparseMethod(Method):
                               **self.format_options())
 
     def describe(self) -> dict:
-        return {"format": self.format, "distribution": self.distribution,
-                **self.format_options()}
+        out = {"format": self.format, "distribution": self.distribution, **self.format_options()}
+        if self.untiled_layers:
+            out["kept_dense_untiled"] = list(self.untiled_layers)
+        return out
 
 
 _REGISTRY = {"dense": Dense}

@@ -130,7 +130,7 @@ class DynamicSparseMethod(SparseMethod):
     }
 
     def __init__(self, sparsity=0.9, alpha=0.3, delta_t=100, t_end=0.75, decay="cosine",
-                 format="csr", block_size=16, n=2, m=4, distribution="erk", dense_layers=(),
+                 format="csr", block_size=None, n=2, m=4, distribution="erk", dense_layers=(),
                  chunk_rows=256, sparse_init=False):
         super().__init__(sparsity, format, block_size, n, m, distribution, dense_layers)
         if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not 0 < alpha < 1:

@@ -213,6 +213,7 @@ class LotteryTicket(SparseMethod):
 
     # ----- the whole run ------------------------------------------------------------------------
     def train_model(self, config, model, data, log=print):
+        self.fit_format(model)                     # blocks that cannot tile a layer: dense
         keeps = self.schedule(model)
         epochs = epochs_for(config, self.round_epochs)
         start = time.perf_counter()

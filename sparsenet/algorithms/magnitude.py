@@ -223,6 +223,7 @@ class MagnitudePruning(SparseMethod):
 
     # ----- the whole run: dense, prune, fine-tune --------------------------------------------
     def train_model(self, config, model, data, log=print):
+        self.fit_format(model)                     # blocks that cannot tile a layer: dense
         names = pruned_layer_names(model, self.dense_layers)
         probe_format(model, names, self.format, density=None, **self.format_options())
         x_test, y_test = data[2], data[3]

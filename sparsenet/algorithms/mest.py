@@ -92,6 +92,7 @@ class MEST(DynamicSparseMethod):
     """Drop the lowest |w| + λ|g|; regrow at random; the mutation ratio decays in steps."""
 
     reinit_when_same = True
+    option_aliases = {"alpha": "zeta"}          # RigL's name for the fraction rewired
     option_help = {
         "zeta": "ζ, the mutation ratio: a fraction of each layer's budget (the reference "
                 "README's example at 90 % sparsity: 0.2)",
@@ -110,7 +111,7 @@ class MEST(DynamicSparseMethod):
     }
 
     def __init__(self, sparsity=0.9, zeta=0.2, lam=0.0, soft_bound=False, delta_t="epoch",
-                 t_end=0.75, t_decay=0.5625, decay="elastic", format="csr", block_size=16,
+                 t_end=0.75, t_decay=0.5625, decay="elastic", format="csr", block_size=None,
                  n=2, m=4, distribution="erk", dense_layers=(), chunk_rows=256, sparse_init=False):
         if isinstance(zeta, bool) or not isinstance(zeta, (int, float)) or not 0 < zeta < 1:
             raise ValueError(f"zeta (the mutation ratio, a fraction of each layer's budget) must "

@@ -62,8 +62,13 @@ def check_option_names(method_name: str, cls, given) -> None:
     if not unknown:
         return
     key = unknown[0]
-    close = difflib.get_close_matches(key, valid, n=1)
-    hint = f" (did you mean {close[0]!r}?)" if close else ""
+    aliases = getattr(cls, "option_aliases", {})        # another paper's name for an option
+    close = difflib.get_close_matches(key, valid + list(aliases), n=1)
+    if close and close[0] in aliases:
+        hint = (f" (did you mean {aliases[close[0]]!r}? {method_name}'s name for what other "
+                f"methods call {close[0]})")
+    else:
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
     takes = f"its options are {', '.join(valid)}" if valid else "it takes no options"
     raise ValueError(f"method {method_name!r} has no option {key!r}{hint}; {takes} "
                      f"(`sparsenet methods {method_name}` lists them with their defaults)")

@@ -56,6 +56,7 @@ class SET(DynamicSparseMethod):
     """Drop the ζ fraction closest to zero on each side of 0; regrow at random."""
 
     reinit_when_same = True
+    option_aliases = {"alpha": "zeta"}          # RigL's name for the fraction rewired
     option_help = {
         "sparsity": "fraction of the weights removed overall (default 0.9, with ERK); or give "
                     "epsilon",
@@ -67,7 +68,7 @@ class SET(DynamicSparseMethod):
     }
 
     def __init__(self, sparsity=None, zeta=0.3, epsilon=None, delta_t=100, t_end=0.75,
-                 decay="cosine", format="csr", block_size=16, n=2, m=4, distribution=None,
+                 decay="cosine", format="csr", block_size=None, n=2, m=4, distribution=None,
                  dense_layers=(), chunk_rows=256,
                  sparse_init=False):
         if isinstance(zeta, bool) or not isinstance(zeta, (int, float)) or not 0 < zeta < 1:

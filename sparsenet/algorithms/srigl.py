@@ -74,7 +74,7 @@ class SRigL(DynamicSparseMethod):
     }
 
     def __init__(self, sparsity=None, gamma_sal=0.3, fan_in=None, alpha=0.3, delta_t=100,
-                 t_end=0.75, decay="cosine", format="csr", block_size=16, n=2, m=4,
+                 t_end=0.75, decay="cosine", format="csr", block_size=None, n=2, m=4,
                  distribution="erk", dense_layers=(), chunk_rows=256,
                  sparse_init=False):
         if format not in ("csr", "masked"):

@@ -25,7 +25,7 @@ class Static(SparseMethod):
     option_help = {"sparse_init": "rescale the initial weights to each neuron's stored fan-in "
                                   "(Evci et al. 2022), as for the dynamic methods"}
 
-    def __init__(self, sparsity=0.9, format="csr", block_size=16, n=2, m=4, distribution="erk",
+    def __init__(self, sparsity=0.9, format="csr", block_size=None, n=2, m=4, distribution="erk",
                  dense_layers=(), sparse_init=False):
         super().__init__(sparsity, format, block_size, n, m, distribution, dense_layers)
         self.sparse_init = bool(sparse_init)

@@ -62,12 +62,9 @@ DEFAULT_MAX_BYTES = 4 << 30     # 4 GiB: Fashion-MNIST's largest file is 47 MB u
 
 def _open(path: Path):
     """(binary stream of the IDX bytes, compressed?): gzip is recognised by its magic bytes."""
-    raw = open(path, "rb")
-    if raw.read(2) != _GZIP_MAGIC:
-        raw.seek(0)
-        return raw, False
-    raw.seek(0)
-    return gzip.GzipFile(fileobj=raw, mode="rb"), True
+    with open(path, "rb") as raw:
+        compressed = raw.read(2) == _GZIP_MAGIC
+    return (gzip.open(path, "rb") if compressed else open(path, "rb")), compressed
 
 
 
