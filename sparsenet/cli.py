@@ -17,7 +17,8 @@ class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescript
     """--help shows every default, except the non-informative None and False."""
 
     def _get_help_string(self, action):
-        if action.default in (None, False, argparse.SUPPRESS) or "%(default)" in (action.help or ""):
+        if action.default is None or action.default is False or action.default == argparse.SUPPRESS \
+                or "%(default)" in (action.help or ""):
             return action.help
         return super()._get_help_string(action)
 
@@ -356,7 +357,8 @@ def _one_line(error) -> str:
 def main(argv=None):
     parser = build_parser()
     args = parser.parse_args(argv)
-    name = f"sparsenet {args.command}"
+    name = " ".join(["sparsenet", args.command] + ([args.data_command]
+                                                    if getattr(args, "data_command", None) else []))
 
     def show_warning(message, category, filename, lineno, file=None, line=None):
         print(f"{name}: warning: {_one_line(message)}", file=sys.stderr)

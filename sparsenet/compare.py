@@ -47,7 +47,7 @@ def run_grid(base_config, methods, sparsities, seeds, out_dir, log=print, first_
                                          method_options=dict(options))
             path = os.path.join(out_dir, f"{method}-{sparsity or 0:g}-s{seed}.json")
             if log:
-                log(f"== {method} sparsity {sparsity:g} seed {seed}")
+                log(f"== {method} sparsity {sparsity or 0:g} seed {seed}")
             _, record = train_model(config, log=None, data=data)
             with open(path, "w") as f:
                 json.dump(record, f, indent=1)

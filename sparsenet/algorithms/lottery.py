@@ -42,6 +42,7 @@ Defaults and where they come from:
 from __future__ import annotations
 
 import copy
+import math
 import time
 import warnings
 
@@ -172,11 +173,12 @@ class LotteryTicket(SparseMethod):
         if rounds and reached[-1] - self.sparsity > 0.005:
             before = (f" ({len(rounds) - 1} reach {reached[-2]:.1%})" if len(rounds) > 1
                       else "")
+            exact = math.floor(reached[-1] * 1e4) / 1e4      # rounded down: the same rounds
             warnings.warn(f"lottery: each round prunes a share of what is left (rate {self.p}), "
                           f"so {len(rounds)} rounds reach {reached[-1]:.1%} sparsity, past the "
-                          f"target {self.sparsity:.1%}{before}; give --sparsity "
-                          f"{reached[-1]:.4f} for a target that says what the run does, or "
-                          "change --opt rate", stacklevel=2)
+                          f"target {self.sparsity:.1%}{before}; give --sparsity {exact:.4f} "
+                          "for a target that says what the run does, or change --opt rate",
+                          stacklevel=2)
         self.reached_sparsity = reached
         return rounds
 
