@@ -368,6 +368,9 @@ def main(argv=None):
         warnings.showwarning = show_warning
         try:
             args.func(args)
+        except BrokenPipeError:                 # `sparsenet methods | head`: not an error
+            sys.stdout = open(os.devnull, "w")
+            return 0
         except _user_errors() as e:
             print(f"{name}: error: {_one_line(e)}", file=sys.stderr)
             return 2

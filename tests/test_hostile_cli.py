@@ -127,7 +127,7 @@ def test_methods_lists_every_option_with_its_default(capsys):
     for name in available():
         assert f"{name}: " in out
     code, out, _ = main(["methods", "set"], capsys)
-    assert code == 0 and "zeta" in out and "default 0.3" in out and "SET paper" in out
+    assert code == 0 and "zeta = 0.3" in out and "SET paper" in out
     code, _, err = main(["methods", "rigll"], capsys)
     assert code == 2 and "did you mean 'rigl'" in one_error_line(err, "methods")
 

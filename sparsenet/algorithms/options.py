@@ -74,14 +74,16 @@ def check_option_names(method_name: str, cls, given) -> None:
                      f"(`sparsenet methods {method_name}` lists them with their defaults)")
 
 
-def format_options_table(method_name: str, cls) -> str:
-    """The text `sparsenet methods NAME` prints: the summary, then one line per option."""
-    doc = (inspect.getdoc(cls) or "").split("\n\n")[0].replace("\n", " ")
+def format_options_table(method_name: str, cls, width: int = 96) -> str:
+    """The text `sparsenet methods NAME` prints: the summary, then each option as
+    `name = default` and what it means, wrapped to `width` columns."""
+    import textwrap
+    doc = " ".join((inspect.getdoc(cls) or "").split("\n\n")[0].split())
     lines = [f"{method_name}: {doc}" if doc else method_name]
     options = method_options(cls)
     if not options:
         lines.append("  (no options)")
-    width = max([len(o.name) for o in options] + [4])
     for o in options:
-        lines.append(f"  {o.name:<{width}}  default {o.default!r}: {o.help}")
+        lines.append(f"  {o.name} = {o.default!r}")
+        lines += textwrap.wrap(o.help, width, initial_indent=" " * 6, subsequent_indent=" " * 6)
     return "\n".join(lines)
