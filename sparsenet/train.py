@@ -7,12 +7,9 @@ Set SPARSENET_FAST=1 to shrink data and epochs (the tests and tutorials do).
 from __future__ import annotations
 
 import dataclasses
-import math
-import numbers
 import os
 import platform
 import resource
-import sys
 import time
 import warnings
 
@@ -20,29 +17,20 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from . import backend, metrics, optim
-from .algorithms import get_method
 from .data import BatchLoader, load_dataset, to_float
 from .nn import build_model
 from .nn.functional import cross_entropy
+from .guards import (Arrays, check_arrays, make_method, non_finite_loss, num_classes_of,
+                     stderr_is_terminal, validate_config)
 from .random import manual_seed
 from .tensor import Tensor, no_grad
+
+__all__ = ["TrainConfig", "Arrays", "load_arrays", "make_method", "num_classes_of", "train_model",
+           "train_phase", "fit", "run", "evaluate", "make_record", "check_arrays"]
 
 
 def fast_mode() -> bool:
     return os.environ.get("SPARSENET_FAST", "") not in ("", "0")
-
-
-def _integer(value, name, minimum):
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
-        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
-
-
-def _real(value, name, condition, expected):
-    """A real number (not a bool, not a string) that is finite and meets `condition`."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Real) \
-            or not math.isfinite(value) or not condition(value):
-        kind = f" ({type(value).__name__})" if not isinstance(value, numbers.Real) else ""
-        raise ValueError(f"{name} must be {expected}, got {value!r}{kind}")
 
 
 @dataclasses.dataclass
@@ -70,75 +58,15 @@ class TrainConfig:
     val: int = 0                    # hold out this many training images and evaluate on them
 
     def validate(self):
-        """Raise ValueError naming the field for anything a run could not use: before any work."""
-        for name, minimum in (("epochs", 1), ("batch_size", 1), ("seed", 0),
-                              ("warmup_epochs", 0)):
-            _integer(getattr(self, name), name, minimum)
-        _integer(self.val, "val (validation images held out)", 0)
-        _real(self.lr, "lr", lambda v: v > 0, "a positive number")
-        _real(self.momentum, "momentum", lambda v: 0 <= v < 1, "a number in [0, 1)")
-        _real(self.weight_decay, "weight_decay", lambda v: v >= 0, "a finite number >= 0")
-        if self.sparsity is not None:
-            _real(self.sparsity, "sparsity", lambda v: 0 <= v < 1, "a number in [0, 1)")
-        if self.optimizer not in ("sgd", "adam", "adamw"):
-            raise ValueError(f"optimizer must be sgd, adam or adamw, got {self.optimizer!r}")
-        if self.schedule not in ("cosine", "step", "constant"):
-            raise ValueError(f"schedule must be cosine, step or constant, got {self.schedule!r}")
-        if not isinstance(self.progress, bool):
-            raise ValueError(f"progress must be True or False, got {self.progress!r}")
-        if self.device not in ("cpu", "cuda"):
-            raise ValueError(f"device must be 'cpu' or 'cuda', got {self.device!r}")
-        if self.device == "cuda" and not backend.cuda_available():
-            raise ValueError("device='cuda' (--device cuda) needs CuPy and an NVIDIA GPU; none "
-                             "was found (install the 'gpu' extra on a machine with CUDA, or "
-                             "train on the cpu)")
-        from .algorithms.regularization import check_options
-        check_options(self.l1, self.group_lasso, self.groups)
-        self._validate_method()
-
-    def _validate_method(self):
-        from .algorithms.base import method_class
-        from .algorithms.options import check_option_names
-        cls = method_class(self.method)
-        if not isinstance(self.method_options, dict):
-            raise ValueError(f"method_options must be a dict, got {self.method_options!r}")
-        if "sparsity" in self.method_options:
-            raise ValueError("give the sparsity as TrainConfig.sparsity (--sparsity), not as a "
-                             "method option")
-        if self.method == "dense":
-            if self.sparsity not in (None, 0, 0.0):
-                raise ValueError(f"method 'dense' has no sparsity, got sparsity={self.sparsity} "
-                                 "(--sparsity): choose a sparse method (`sparsenet methods`)")
-            if self.method_options:
-                raise ValueError(f"method 'dense' takes no options, got "
-                                 f"{sorted(self.method_options)} (--opt, --pattern, --format, "
-                                 "--distribution apply to sparse methods)")
-        check_option_names(self.method, cls, self.method_options)
+        """Raise ValueError naming the field for anything a run could not use: before any work
+        (guards.validate_config)."""
+        validate_config(self)
 
     def penalty(self) -> dict | None:
         """The regularization options for `regularize`, or None when there is none."""
         if not (self.l1 or self.group_lasso):
             return None
         return dict(l1=self.l1, group_lasso=self.group_lasso, groups=self.groups)
-
-
-class Arrays(tuple):
-    """(x_train, y_train, x_test, y_test, origin), as `load_arrays` returns it, which also knows
-    the data set's declared number of classes (`num_classes`) and its input preprocessing."""
-
-    def __new__(cls, items, num_classes, preprocess=None):
-        arrays = super().__new__(cls, items)
-        arrays.num_classes, arrays.preprocess = int(num_classes), preprocess
-        return arrays
-
-
-def num_classes_of(data) -> int:
-    """The classes of `data`: declared by the data set (`load_arrays`), or, for plain arrays,
-    one more than the largest label of either split."""
-    declared = getattr(data, "num_classes", None)
-    if declared is not None:
-        return declared
-    return int(max(np.max(data[1]), np.max(data[3]) if len(data[3]) else 0)) + 1
 
 
 def load_arrays(source="auto", dataset="fashion-mnist"):
@@ -150,18 +78,6 @@ def load_arrays(source="auto", dataset="fashion-mnist"):
     if fast_mode():
         x_train, y_train, x_test, y_test = x_train[:1000], y_train[:1000], x_test[:500], y_test[:500]
     return Arrays((x_train, y_train, x_test, y_test, ds.origin), ds.num_classes, Standardize())
-
-
-def check_arrays(data, num_classes):
-    """Images finite, labels whole numbers in [0, num_classes): said as what they are."""
-    for x, y, split in ((data[0], data[1], "training"), (data[2], data[3], "test")):
-        if np.issubdtype(np.asarray(x).dtype, np.floating) and not np.isfinite(x).all():
-            bad = int(np.size(x) - np.isfinite(x).sum())
-            raise ValueError(f"the {split} images hold {bad} NaN or infinite value(s): clean "
-                             "the data (the loss would be NaN from the first step)")
-        if len(y) and (np.min(y) < 0 or np.max(y) >= num_classes):
-            raise ValueError(f"the {split} labels must lie in [0, {num_classes}) (the data "
-                             f"set's classes), found {int(np.min(y))} .. {int(np.max(y))}")
 
 
 def split_validation(data, val: int):
@@ -234,7 +150,7 @@ def fit(model, optimizer, scheduler, method, loader, test_arrays, epochs, input_
     fwd_sparse, fwd_dense = metrics.forward_flops(model, positions)
     train_flops = dense_flops = 0.0
     history, step = [], 0
-    progress = progress and _stderr_is_terminal()    # a log file gets no bar (~55 KB per epoch)
+    progress = progress and stderr_is_terminal()    # a log file gets no bar (~55 KB per epoch)
     for epoch in range(1, epochs + 1):
         t0, seen, loss_sum, correct = time.perf_counter(), 0, 0.0, 0
         bar = tqdm(loader, desc=f"epoch {epoch}/{epochs}", disable=not progress, leave=False,
@@ -246,8 +162,8 @@ def fit(model, optimizer, scheduler, method, loader, test_arrays, epochs, input_
             logits = model(Tensor(xb))
             loss = cross_entropy(logits, yb)
             if not np.isfinite(loss.item()):           # stop before the step spreads it
-                raise FloatingPointError(_non_finite_loss(loss.item(), xb, model, optimizer,
-                                                          step, epoch, scheduler.get_lr()))
+                raise FloatingPointError(non_finite_loss(loss.item(), xb, model, optimizer,
+                                                         step, epoch, scheduler.get_lr()))
             optimizer.zero_grad()
             loss.backward()
             if penalty:
@@ -283,33 +199,6 @@ def fit(model, optimizer, scheduler, method, loader, test_arrays, epochs, input_
              "inference_per_sample": fwd_sparse, "training_total": train_flops,
              "dense_training_total": dense_flops}
     return history, flops
-
-
-def _stderr_is_terminal() -> bool:
-    try:
-        return sys.stderr.isatty()
-    except (AttributeError, ValueError):               # replaced or closed stream
-        return False
-
-
-def _non_finite_loss(loss, xb, model, optimizer, step, epoch, lr) -> str:
-    """Why the loss is not finite, as far as it can be told: bad inputs, bad settings, or a
-    divergence (only the last one is cured by a lower learning rate)."""
-    where = f"the loss is {loss} at step {step + 1} (epoch {epoch})"
-    if not np.isfinite(backend.to_numpy(xb)).all():
-        return f"{where}: the input batch holds NaN or infinite values (clean the data)"
-    for group in optimizer.param_groups:
-        for key in ("lr", "weight_decay", "momentum"):
-            value = group.get(key)
-            if isinstance(value, float) and not math.isfinite(value):
-                return f"{where}: the optimizer's {key} is {value}"
-    for name, p in model.named_parameters():
-        if not np.isfinite(backend.to_numpy(p.data)).all():
-            return (f"{where}: parameter {name} already held NaN or infinity before this step "
-                    f"(training diverged earlier, at lr {lr:g}: lower the learning rate, --lr)")
-    return (f"training diverged: {where} with lr {lr:g}; lower the learning rate (--lr). "
-            "lenet5, with no nonlinearity between its convolutions, trains at 0.01 (Caffe's "
-            "LeNet solver)")
 
 
 def combine_flops(phases: list) -> dict:
@@ -397,25 +286,6 @@ def make_record(config: TrainConfig, model, method, optimizer, data, history, fl
         warnings.warn(f"method {config.method!r} trained a dense model (density 1.0): nothing "
                       f"was pruned at sparsity {config.sparsity}", stacklevel=2)
     return record
-
-
-def make_method(config: TrainConfig):
-    """(the method, config with its sparsity resolved). Sparsity left out (None): 0 for dense,
-    n/m's for the N:M format, else the method's own default, announced by a warning (a sparse
-    method trained quietly at the wrong sparsity is the surprise to avoid)."""
-    options = dict(config.method_options)
-    if config.method == "dense":
-        return get_method("dense"), dataclasses.replace(config, sparsity=0.0)
-    if config.sparsity is not None:
-        options["sparsity"] = config.sparsity
-    elif options.get("format") == "nm":
-        options["sparsity"] = 1.0 - options.get("n", 2) / options.get("m", 4)
-    method = get_method(config.method, **options)
-    sparsity = float(getattr(method, "sparsity", 0.0) or 0.0)
-    if config.sparsity is None and "sparsity" not in options and sparsity > 0:
-        warnings.warn(f"{config.method}: no sparsity given (--sparsity): training at the "
-                      f"method's default sparsity {sparsity:g}", stacklevel=3)
-    return method, dataclasses.replace(config, sparsity=sparsity)
 
 
 def train_model(config: TrainConfig, log=print, model=None, data=None):

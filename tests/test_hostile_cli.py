@@ -350,9 +350,9 @@ def test_nan_pixels_and_nan_settings_are_called_what_they_are(fast_mode):
         TrainConfig(weight_decay=float("nan")).validate()
     with pytest.raises(ValueError, match="weight_decay must be a finite number"):
         SGD(build_model("mlp:784-16-10").parameters(), lr=0.1, weight_decay=float("nan"))
-    from sparsenet.train import _non_finite_loss
+    from sparsenet.guards import non_finite_loss
     model = build_model("mlp:784-16-10")
-    message = _non_finite_loss(float("nan"), x_bad[:4], model, SGD(model.parameters()), 0, 1, 0.1)
+    message = non_finite_loss(float("nan"), x_bad[:4], model, SGD(model.parameters()), 0, 1, 0.1)
     assert "input batch holds NaN" in message and "learning rate" not in message
 
 
