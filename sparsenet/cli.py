@@ -23,6 +23,13 @@ class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescript
         return super()._get_help_string(action)
 
 
+class Parser(argparse.ArgumentParser):
+    """An argument error is one line too (not the usage block), pointing at --help."""
+
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {message} (see `{self.prog} --help`)\n")
+
+
 def _option_value(text):
     """`--opt key=value` values: JSON when it parses (numbers, booleans, lists), else a string."""
     try:
@@ -266,8 +273,8 @@ def cmd_bench(args):
     here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     script = os.path.join(here, "benchmarks", f"{args.which}.py")
     if not os.path.exists(script):
-        raise SystemExit(f"benchmark script {script} not found: benchmarks run from a source "
-                         "checkout of sparsenet")
+        raise ValueError(f"no benchmark script {args.which!r} ({script}): benchmarks run from a "
+                         "source checkout of sparsenet (kernels | train_speed | accuracy | tune)")
     sys.argv = [script] + args.rest
     runpy.run_path(script, run_name="__main__")
 
@@ -285,8 +292,7 @@ def _demo_runs(text):
 
 def build_parser():
     from . import __version__
-    parser = argparse.ArgumentParser(prog="sparsenet", description=__doc__,
-                                     formatter_class=HelpFormatter)
+    parser = Parser(prog="sparsenet", description=__doc__, formatter_class=HelpFormatter)
     parser.add_argument("--version", action="version", version=f"sparsenet {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
 

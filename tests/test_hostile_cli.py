@@ -77,6 +77,21 @@ def test_data_download_mnist_has_no_hashes(tmp_path, capsys):
     assert not (tmp_path / "m").exists()
 
 
+def test_a_data_set_that_is_nowhere_is_one_line(tmp_path, monkeypatch, capsys):
+    from sparsenet.data import datasets
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    monkeypatch.delenv("SPARSENET_DATA", raising=False)
+    monkeypatch.setattr(datasets, "SYSTEM_DATA_DIR", tmp_path / "none")
+    code, _, err = main(["train", "--dataset", "mnist", "--epochs", "1"], capsys)
+    line = one_error_line(err)
+    assert code == 2 and "mnist not found" in line and "looked in" in line
+
+
+def test_an_unknown_benchmark_is_one_line(capsys):
+    code, _, err = main(["bench", "nosuch"], capsys)
+    assert code == 2 and "no benchmark script 'nosuch'" in one_error_line(err, "bench")
+
+
 def test_compare_out_is_an_existing_file(tmp_path, capsys):
     out = tmp_path / "table.md"
     out.write_text("keep me")
@@ -115,10 +130,13 @@ def test_safetensor_and_os_errors_are_one_line(monkeypatch, capsys, error):
     (["--lr", "nan"], "lr must be"),
     (["--weight-decay", "nan"], "weight_decay must be"),
     (["--sparsity", "1.5", "--method", "rigl"], "sparsity must be"),
+    (["--epochs", "two"], "argument --epochs: invalid int value: 'two'"),
+    (["--optimizer", "rmsprop"], "argument --optimizer: invalid choice"),
 ])
 def test_bad_and_conflicting_flags_are_refused(fast_mode, capsys, argv, words):
     code, _, err = main(["train", "--no-progress"] + SMALL + argv, capsys)
     assert code == 2 and words in one_error_line(err), err
+    assert "usage:" not in err
 
 
 def test_methods_lists_every_option_with_its_default(capsys):
