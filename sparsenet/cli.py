@@ -370,7 +370,7 @@ def main(argv=None):
         print(f"{name}: warning: {_one_line(message)}", file=sys.stderr)
 
     with warnings.catch_warnings():
-        warnings.simplefilter("default")                 # each distinct warning once
+        warnings.filterwarnings("default", category=UserWarning)   # ours: each one once
         warnings.showwarning = show_warning
         try:
             args.func(args)

@@ -108,7 +108,7 @@ class SparseMethod(Method):
         self.sparsity, self.format, self.distribution = sparsity, format, distribution
         self.block_size, self.n, self.m = block_size, n, m
         self.dense_layers = tuple([dense_layers] if isinstance(dense_layers, str) else dense_layers)
-        self.untiled_layers = ()
+        self.untiled_layers, self._asked_dense = (), self.dense_layers
 
     def format_options(self) -> dict:
         return {"block": {"block_size": self.block_size or BLOCK_SIZES[0]},
@@ -127,7 +127,7 @@ class SparseMethod(Method):
         layers = prunable_layers(model)
         names = [n for n, _ in layers]
         kept = {names[0] if d == "first" else names[-1] if d == "last" else d
-                for d in self.dense_layers}
+                for d in self._asked_dense}
         shapes = {n: (weight_shape(m)[0], int(np.prod(weight_shape(m)[1:]))) for n, m in layers
                   if n not in kept}
 
@@ -155,7 +155,7 @@ class SparseMethod(Method):
             warnings.warn(f"{self.name}: block_size {bs} does not divide the weights of layer(s) "
                           f"{', '.join(f'{n!r} {shapes[n][0]}x{shapes[n][1]}' for n in untiled)}"
                           ": kept dense", stacklevel=3)
-        self.dense_layers = tuple(self.dense_layers) + tuple(untiled)
+        self.dense_layers = tuple(self._asked_dense) + tuple(untiled)
         self.untiled_layers, self._fitted_to = tuple(untiled), model
 
     def sparsify(self, model, from_dense=False, rng=None, sparsity=None):

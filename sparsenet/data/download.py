@@ -35,7 +35,9 @@ __all__ = ["DownloadError", "DEFAULT_BASE_URLS", "KNOWN_SHA256", "download_datas
 
 # https only. Zalando's own host (fashion-mnist.s3-website.eu-central-1.amazonaws.com) is an S3
 # website endpoint, which serves plain http; the same files are in Zalando's repository
-# (data/fashion/), served over https. The SHA-256 check below guards the bytes whatever the host.
+# (data/fashion/), served over https (public projects point torchvision's MD5-checked
+# FashionMNIST loader at that mirror; it could not be fetched from the machine this was written
+# on). The SHA-256 check below refuses any other bytes, whatever the host.
 DEFAULT_BASE_URLS = {
     "fashion-mnist":
         "https://raw.githubusercontent.com/zalandoresearch/fashion-mnist/master/data/fashion/",
