@@ -18,10 +18,10 @@ from tqdm.auto import tqdm
 
 from . import backend, metrics, optim
 from .data import BatchLoader, load_dataset, to_float
-from .nn import build_model
-from .nn.functional import cross_entropy
 from .guards import (Arrays, check_arrays, make_method, non_finite_loss, num_classes_of,
                      stderr_is_terminal, validate_config)
+from .nn import build_model
+from .nn.functional import cross_entropy
 from .random import manual_seed
 from .tensor import Tensor, no_grad
 
