@@ -4,6 +4,8 @@ sparsenet against PyTorch on the CPU with the same thread count (when PyTorch is
 Both spend most of the step in BLAS matmuls, so the ratio measures the engine's own overhead.
 
     python benchmarks/train_speed.py [--quick]
+
+A --quick run writes benchmarks/results/quick/ (git-ignored), never the committed records.
 """
 from __future__ import annotations
 
@@ -143,7 +145,8 @@ def epoch_table(erows):
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--quick", action="store_true", help="fewer repeats")
+    parser.add_argument("--quick", action="store_true",
+                        help="fewer repeats; records go to benchmarks/results/quick/")
     parser.add_argument("--no-epoch", action="store_true",
                         help="skip the one-epoch timings (dense vs SET and RigL, a few minutes)")
     parser.add_argument("--epochs-only", action="store_true",
@@ -156,7 +159,8 @@ def main(argv=None):
         erows = epoch_rows()
         etable = epoch_table(erows)
         print(etable)
-        print("written", write_record(args.out or "train_speed-epochs", erows, etable))
+        print("written", write_record(args.out or "train_speed-epochs", erows, etable,
+                                      quick=args.quick))
         return
     rows = dense_rows(repeats)
     table = markdown_table(
@@ -176,7 +180,7 @@ def main(argv=None):
     text = table + "\n\n" + stable + ("\n\n" + etable if erows else "")
     print(text)
     print("written", write_record(args.out or "train_speed", rows + srows + erows, text,
-                                  {"repeats": repeats}))
+                                  {"repeats": repeats}, quick=args.quick))
 
 
 if __name__ == "__main__":

@@ -21,13 +21,15 @@ N:M and constant fan-in intact while α stays a continuous fraction (2:4 has onl
 group: a per-group floor(α · 2) would be 0 for every α < 0.5).
 
 Dropped units are candidates for growth in the same update, as in RigL's reference code
-(google-research/rigl, sparse_optimizers.py: growth scores are lifted only for the units kept
-after the drop). A unit dropped and regrown at once keeps its weight and optimizer state there
+(google-research/rigl, rigl/sparse_optimizers_base.py, `_get_update_op`: growth scores are
+lifted only for the units kept after the drop). A unit dropped and regrown at once keeps its weight and optimizer state there
 (`reinit_when_same=False`, the reference default): here it is simply not dropped. A method may
 set `reinit_when_same = True` (SET's reference code restarts such a weight).
 
 The update runs in `after_step`, after the optimizer step: drops see the updated weights, and
-`layer.values.grad` still holds that step's gradient of the stored weights.
+`layer.values.grad` still holds that step's gradient of the stored weights. (RigL's reference
+code instead skips the optimizer step on update iterations and updates the mask in its place;
+SET's reference base class updates after the step, as here. See rigl.py.)
 
 Subclass hooks (kept small for SET, RigL, SRigL, MEST, AutoSparse):
     drop_scores(layer) -> one score per stored unit, lowest dropped first
@@ -42,6 +44,8 @@ Subclass hooks (kept small for SET, RigL, SRigL, MEST, AutoSparse):
 Every update is logged in `self.updates` ({step, fraction, replaced per layer}).
 """
 from __future__ import annotations
+
+import warnings
 
 import numpy as np
 
@@ -87,6 +91,7 @@ def start_sparse(method, model):
         chosen = {name: d for name, d in densities.items() if d < 1}
         if chosen:
             sparsify(model, format=method.format, layers=list(chosen), density_per_layer=chosen,
+                     from_dense=False,
                      rng=random.generator(), **method.sparse_format_options())
         if method.resolve_sparse_init(densities):
             rescale_to_sparse_fan_in(_sparse_layers(model))
@@ -150,9 +155,23 @@ class DynamicSparseMethod(SparseMethod):
     needs_dense_gradient = False
     reinit_when_same = False
     sparse_from_scratch = True
+    option_help = {
+        "alpha": "α, the fraction of stored units replaced at the first update, decayed to 0 "
+                 "at T_end (RigL paper, Section 3: 0.3)",
+        "delta_t": "ΔT, steps between topology updates, or \"epoch\" (RigL paper: 100)",
+        "t_end": "T_end, no update from here on: a fraction of training in (0, 1] or a step "
+                 "count (RigL paper: 0.75)",
+        "decay": "how α decays: cosine | constant | linear (RigL paper, Eq. 1: cosine)",
+        "chunk_rows": "rows per chunk of the dense growth scores: bounds their memory "
+                      "(engine choice, no effect on the result)",
+        "sparse_init": "initialise each neuron at its stored fan-in (true; Evci et al. 2022), as "
+                       "the dense layer would (false; the papers), or \"auto\": the stored "
+                       "fan-in where the dense one would shrink the signal below 1e-3 (engine "
+                       "choice, measured: dst.py)",
+    }
 
     def __init__(self, sparsity=0.9, alpha=0.3, delta_t=100, t_end=0.75, decay="cosine",
-                 format="csr", block_size=16, n=2, m=4, distribution="erk", dense_layers=(),
+                 format="csr", block_size=None, n=2, m=4, distribution="erk", dense_layers=(),
                  chunk_rows=256, sparse_init="auto"):
         super().__init__(sparsity, format, block_size, n, m, distribution, dense_layers)
         if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not 0 < alpha < 1:
@@ -205,6 +224,19 @@ class DynamicSparseMethod(SparseMethod):
         self.layers = self.sparsify_model(model)
         self.updates, self._changed, self._extra = [], False, 0.0
         self._keep_gradients(self.is_update_step(0))
+        self.planned_updates = self._planned_updates()
+        if self.planned_updates == 0:
+            every = ("the end of every epoch" if self.delta_t == "epoch"
+                     else f"every delta_t={self.delta_t} steps")
+            warnings.warn(f"{self.name}: {total_steps} training steps with updates at {every} "
+                          f"before T_end (step {self.t_end_steps}) make no topology update: "
+                          "the run is static sparse training under this method's name; "
+                          "lower delta_t (--opt delta_t=N) or train longer", stacklevel=2)
+
+    def _planned_updates(self) -> int:
+        """How many update steps the schedule holds (0 < t < T_end, every ΔT)."""
+        every = self.steps_per_epoch if self.delta_t == "epoch" else self.delta_t
+        return max(0, (self.t_end_steps - 1) // every)
 
     def is_update_step(self, step) -> bool:
         if self.delta_t == "epoch":     # after the last step of an epoch, before T_end
@@ -305,5 +337,5 @@ class DynamicSparseMethod(SparseMethod):
                    signal_scale=getattr(self, "signal_scale", None))
         if hasattr(self, "updates"):
             out.update(t_end_steps=self.t_end_steps, n_updates=len(self.updates),
-                       updates=self.updates)
+                       planned_updates=self.planned_updates, updates=self.updates)
         return out

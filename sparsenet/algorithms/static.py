@@ -25,7 +25,10 @@ class Static(SparseMethod):
 
     sparse_from_scratch = True
 
-    def __init__(self, sparsity=0.9, format="csr", block_size=16, n=2, m=4, distribution="erk",
+    option_help = {"sparse_init": "initialise each neuron at its stored fan-in: true, false or "
+                                  "\"auto\", as for the dynamic methods (dst.py)"}
+
+    def __init__(self, sparsity=0.9, format="csr", block_size=None, n=2, m=4, distribution="erk",
                  dense_layers=(), sparse_init="auto"):
         super().__init__(sparsity, format, block_size, n, m, distribution, dense_layers)
         self.sparse_init = check_sparse_init(sparse_init)

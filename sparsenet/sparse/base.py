@@ -388,6 +388,13 @@ class RowGroups:
     matrix is one group. Listed before SparseMatrix among the bases."""
 
     @staticmethod
+    def check_flag(constant_fan_in) -> bool:
+        """constant_fan_in must be a boolean: 'no' or 0.5 would be true and silently apply."""
+        if not isinstance(constant_fan_in, (bool, np.bool_)):
+            raise ValueError(f"constant_fan_in must be True or False, got {constant_fan_in!r}")
+        return bool(constant_fan_in)
+
+    @staticmethod
     def check_fan_in(row_len, context):
         """Raise unless every non-empty row of `row_len` holds the same count."""
         filled = row_len[row_len > 0]

@@ -109,14 +109,16 @@ def _chosen_layers(model, layers, keep_dense):
 
 
 def sparsify(model, sparsity=None, format="csr", layers=None, density_per_layer=None,
-             keep_dense=(), from_dense=False, rng=None, **format_options):
+             keep_dense=(), from_dense=True, rng=None, **format_options):
     """Replace Linear and Conv2d layers by SparseLinear and SparseConv2d, in place; returns model.
 
     sparsity: for every chosen layer (default 0.9; NM takes n/m); density_per_layer
     {name: density} overrides it per layer (how ERK sets its densities). layers: names to
     sparsify (default all); keep_dense: names (or 'first', 'last') to leave dense.
-    from_dense=True keeps the largest-magnitude weights of the dense layer; otherwise the
-    pattern is uniformly random and the kept weights keep their dense initial values.
+    from_dense=True (the default) keeps the largest-magnitude weights of each layer, as
+    `CSR.from_dense` does: what a trained model wants. from_dense=False draws a uniformly random
+    pattern instead (the kept weights keep their values): what sparse training from scratch
+    wants, and what the dynamic sparse methods ask for on their freshly initialized models.
     format_options: block_size (block), n and m (nm), constant_fan_in (csr, masked).
     """
     from .. import random

@@ -57,6 +57,7 @@ def choose_elements(array, density=None, mask=None, constant_fan_in=False):
     the same ones): the largest |.| at `density` (per row with constant fan-in), the True
     entries of `mask`, or else the nonzeros."""
     check_dense(array)
+    RowGroups.check_flag(constant_fan_in)
     if density is not None and mask is not None:
         raise ValueError("give density or mask, not both")
     if mask is not None:
@@ -72,6 +73,7 @@ class CSR(RowGroups, SparseMatrix):
     format = "csr"
 
     def __init__(self, indptr, indices, values, shape, constant_fan_in=False):
+        constant_fan_in = self.check_flag(constant_fan_in)
         n_rows, n_cols = check_shape(shape)
         # checked on private copies, which stay read-only (see `owned`)
         indptr, indices, row_len = check_compressed(owned(check_index_array(indptr, "indptr")),

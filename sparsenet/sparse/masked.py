@@ -24,6 +24,7 @@ class Masked(RowGroups, SparseMatrix):
     format = "masked"
 
     def __init__(self, values, mask, constant_fan_in=False):
+        constant_fan_in = self.check_flag(constant_fan_in)
         if not isinstance(mask, np.ndarray):
             raise TypeError(f"mask must be a boolean NumPy array, got {type(mask).__name__}")
         shape = check_shape(mask.shape, "mask.shape")
