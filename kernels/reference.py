@@ -302,3 +302,42 @@ def col2im(cols, C, H, W, kh, kw, stride, padding, out):
             padded[:, :, oh * stride:oh * stride + kh, ow * stride:ow * stride + kw] += patch
     out[...] = padded[:, :, padding:padding + H, padding:padding + W]
     return out
+
+
+# ---- optimizer updates on values -------------------------------------------
+# The gpu backend fuses each optimizer step into one kernel; these are their spec, the same
+# arithmetic as sparsenet.optim (every coefficient in the values' dtype).
+
+def sgd_update(values, grad, momentum_buf, lr, momentum, weight_decay, nesterov):
+    """In place, PyTorch's SGD step: g = grad + wd * w; buf = mu * buf + g;
+    w -= lr * (g + mu * buf if nesterov else buf). momentum_buf is None exactly when
+    momentum == 0 (then w -= lr * g). Returns values."""
+    lr, momentum, weight_decay = args.sgd_update(values, grad, momentum_buf, lr, momentum,
+                                                 weight_decay, nesterov)
+    t = values.dtype.type
+    g = grad + t(weight_decay) * values if weight_decay else grad
+    if momentum:
+        momentum_buf *= t(momentum)
+        momentum_buf += g
+        g = g + t(momentum) * momentum_buf if nesterov else momentum_buf
+    values -= t(lr) * g
+    return values
+
+
+def adam_update(values, grad, m, v, step, lr, beta1, beta2, eps, weight_decay, decoupled):
+    """In place, Adam's step `step` (1, 2, ...) with bias correction (Kingma & Ba 2015);
+    weight decay through the gradient, or on the weights when decoupled (AdamW). Returns values."""
+    step, lr, beta1, beta2, eps, weight_decay = args.adam_update(
+        values, grad, m, v, step, lr, beta1, beta2, eps, weight_decay, decoupled)
+    t = values.dtype.type
+    if weight_decay and decoupled:
+        values *= t(1 - lr * weight_decay)
+    elif weight_decay:
+        grad = grad + t(weight_decay) * values
+    m *= t(beta1)
+    m += t(1 - beta1) * grad
+    v *= t(beta2)
+    v += t(1 - beta2) * grad * grad
+    v_hat = v / t(1 - beta2 ** step)
+    values -= t(lr * (1 / (1 - beta1 ** step))) * m / (np.sqrt(v_hat) + t(eps))
+    return values

@@ -264,3 +264,47 @@ def col2im(cols, C, H, W, kh, kw, stride, padding, out):
             f"C = {C}, (H, W) = ({H}, {W}), kernel ({kh}, {kw}), stride {stride}, padding {padding}")
     c.out_array(out, (B, C, H, W), dtype, f"cols of shape {cols.shape}", [("cols", cols)])
     return kh, kw, stride, padding, h_out, w_out
+
+
+# ---- optimizer updates on values -------------------------------------------
+
+def _state_like(name, arr, values):
+    c.float_array(name, arr, ndim=1)
+    c.same_dtype(name, arr, values.dtype, "values")
+    c.shape(name, arr, values.shape, "one entry per value")
+    if c._may_share_memory(arr, values):
+        raise ValueError(f"{name}: must not overlap values")
+
+
+def _coefficient(name, value, low=0.0, high=None):
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"{name}: expected a number, got {type(value).__name__}")
+    if not value >= low or (high is not None and not value < high):
+        bounds = f"[{low}, {high})" if high is not None else f">= {low}"
+        raise ValueError(f"{name}: expected a number in {bounds}, got {value}")
+    return float(value)
+
+
+def sgd_update(values, grad, momentum_buf, lr, momentum, weight_decay, nesterov):
+    c.float_array("values", values, ndim=1)
+    _state_like("grad", grad, values)
+    momentum = _coefficient("momentum", momentum, 0.0, 1.0)
+    if (momentum_buf is None) != (momentum == 0):
+        raise ValueError("momentum_buf: expected an array exactly when momentum > 0")
+    if momentum_buf is not None:
+        _state_like("momentum_buf", momentum_buf, values)
+    if not isinstance(nesterov, bool):
+        raise TypeError(f"nesterov: expected a bool, got {type(nesterov).__name__}")
+    return _coefficient("lr", lr), momentum, _coefficient("weight_decay", weight_decay)
+
+
+def adam_update(values, grad, m, v, step, lr, beta1, beta2, eps, weight_decay, decoupled):
+    c.float_array("values", values, ndim=1)
+    for name, arr in (("grad", grad), ("m", m), ("v", v)):
+        _state_like(name, arr, values)
+    step = c.positive_int("step", step)
+    if not isinstance(decoupled, bool):
+        raise TypeError(f"decoupled: expected a bool, got {type(decoupled).__name__}")
+    return (step, _coefficient("lr", lr), _coefficient("beta1", beta1, 0.0, 1.0),
+            _coefficient("beta2", beta2, 0.0, 1.0), _coefficient("eps", eps),
+            _coefficient("weight_decay", weight_decay))

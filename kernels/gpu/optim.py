@@ -1,0 +1,73 @@
+"""Optimizer steps on a parameter's values, each fused into one kernel (gpu backend).
+
+Spec: ``kernels.reference.sgd_update`` / ``adam_update``, the arithmetic of sparsenet.optim.
+Written as array expressions, an SGD step with momentum and weight decay is five passes over
+the values with temporaries; here it is one pass, one thread per value, and the optimizer
+state is updated in place. Every coefficient is cast to the values' dtype on the host, as the
+array expressions do, and the operations come in the reference's order.
+"""
+import math
+
+from numba import cuda
+
+from ..cpu import args
+from .launch import flat_launch
+
+
+@cuda.jit
+def _sgd(values, grad, buf, lr, momentum, weight_decay, nesterov):
+    i = cuda.grid(1)
+    if i < values.shape[0]:
+        g = grad[i]
+        if weight_decay != 0:
+            g = g + weight_decay * values[i]
+        if momentum != 0:
+            b = buf[i] * momentum + g
+            buf[i] = b
+            g = g + momentum * b if nesterov else b
+        values[i] -= lr * g
+
+
+@cuda.jit
+def _adam(values, grad, m, v, lr_corrected, beta1, one_minus_beta1, beta2, one_minus_beta2,
+          v_correction, eps, l2_decay, shrink, decoupled):
+    i = cuda.grid(1)
+    if i < values.shape[0]:
+        w = values[i]
+        if decoupled:
+            w = w * shrink                           # AdamW: decay the weight itself
+        g = grad[i]
+        if l2_decay != 0:
+            g = g + l2_decay * w                     # Adam: decay through the gradient
+        m_i = m[i] * beta1 + one_minus_beta1 * g
+        v_i = v[i] * beta2 + one_minus_beta2 * g * g
+        m[i] = m_i
+        v[i] = v_i
+        values[i] = w - lr_corrected * m_i / (math.sqrt(v_i / v_correction) + eps)
+
+
+def sgd_update(values, grad, momentum_buf, lr, momentum, weight_decay, nesterov):
+    """In place: one SGD step (see the reference). Returns values."""
+    lr, momentum, weight_decay = args.sgd_update(values, grad, momentum_buf, lr, momentum,
+                                                 weight_decay, nesterov)
+    t = values.dtype.type
+    buf = momentum_buf if momentum_buf is not None else values[:0]    # unread when momentum == 0
+    if values.shape[0]:
+        blocks, threads = flat_launch(values.shape[0])
+        _sgd[blocks, threads](values, grad, buf, t(lr), t(momentum), t(weight_decay), nesterov)
+    return values
+
+
+def adam_update(values, grad, m, v, step, lr, beta1, beta2, eps, weight_decay, decoupled):
+    """In place: Adam's (or AdamW's, decoupled=True) step number `step`. Returns values."""
+    step, lr, beta1, beta2, eps, weight_decay = args.adam_update(
+        values, grad, m, v, step, lr, beta1, beta2, eps, weight_decay, decoupled)
+    t = values.dtype.type
+    decoupled = bool(decoupled and weight_decay)
+    l2_decay = 0.0 if decoupled else weight_decay
+    if values.shape[0]:
+        blocks, threads = flat_launch(values.shape[0])
+        _adam[blocks, threads](values, grad, m, v, t(lr * (1 / (1 - beta1 ** step))), t(beta1),
+                               t(1 - beta1), t(beta2), t(1 - beta2), t(1 - beta2 ** step), t(eps),
+                               t(l2_decay), t(1 - lr * weight_decay), decoupled)
+    return values
