@@ -66,6 +66,12 @@ class TrainConfig:
         if isinstance(self.val, bool) or not isinstance(self.val, (int, np.integer)) or self.val < 0:
             raise ValueError(f"val (validation images held out) must be an integer >= 0, "
                              f"got {self.val!r}")
+        if self.device not in ("cpu", "cuda"):
+            raise ValueError(f"device must be cpu or cuda, got {self.device!r}")
+        if self.device == "cuda" and not backend.cuda_available():
+            raise ValueError("device cuda needs CuPy and an NVIDIA GPU, and none was found "
+                             "(install the gpu extra, pip install 'sparsenet[gpu]', on a machine "
+                             "with CUDA)")
         if self.schedule not in ("cosine", "step", "constant"):
             raise ValueError(f"schedule must be cosine, step or constant, got {self.schedule!r}")
         from .algorithms.regularization import check_options
@@ -138,8 +144,11 @@ def versions() -> dict:
     import scipy
 
     from . import __version__
-    return {"sparsenet": __version__, "python": platform.python_version(), "numpy": np.__version__,
-            "numba": numba.__version__, "scipy": scipy.__version__, "machine": platform.machine()}
+    out = {"sparsenet": __version__, "python": platform.python_version(), "numpy": np.__version__,
+           "numba": numba.__version__, "scipy": scipy.__version__, "machine": platform.machine()}
+    if backend.cuda_available():                  # only looks if CuPy is installed
+        out.update(cupy=backend.cupy_module().__version__, gpu=backend.gpu_name())
+    return out
 
 
 def fit(model, optimizer, scheduler, method, loader, test_arrays, epochs, input_shape,

@@ -17,6 +17,7 @@ from numba import cuda
 WARP = 32
 THREADS_PER_BLOCK = 256
 TILE = (WARP, WARP + 1)      # shared-memory tile of the dot-product kernels (a constant)
+MAX_GRID_Y = 65535           # CUDA's limit on a grid's second dimension
 
 
 def array_module(a):
@@ -71,7 +72,11 @@ def row_column_launch(n_rows, n_cols):
     rows = 1
     while rows < min(n_rows, THREADS_PER_BLOCK // lanes):
         rows *= 2
-    return (cdiv(n_cols, lanes), cdiv(n_rows, rows)), (lanes, rows)
+    grid = (cdiv(n_cols, lanes), cdiv(n_rows, rows))
+    if grid[1] > MAX_GRID_Y:
+        raise ValueError(f"{n_rows} output rows need {grid[1]} row tiles, more than a CUDA grid's "
+                         f"{MAX_GRID_Y}: split the product into smaller ones")
+    return grid, (lanes, rows)
 
 
 def flat_launch(n):

@@ -6,10 +6,14 @@ parameter. A sparse layer's `values` change length when its topology changes; th
 `remap(param, new_from_old)` carries every state array across: a surviving weight keeps its
 momentum, a new weight starts from zero, and a dropped weight's state is gone, so nothing can
 bring it back to life.
+
+On a GPU each step of a parameter is one fused kernel (`kernels.gpu.sgd_update` /
+`adam_update`, the same arithmetic as the array expressions below, which the CPU runs).
 """
 from __future__ import annotations
 
 from .. import backend
+from ..kernels import get_backend
 from ..tensor import no_grad
 
 
@@ -87,6 +91,12 @@ class Optimizer:
         raise NotImplementedError
 
 
+def _fused_on_gpu(p, grad) -> bool:
+    """A parameter the gpu's fused kernels can update in place (as a flat view)."""
+    return (backend.device_of(p.data) == "cuda" and p.data.flags.c_contiguous
+            and grad.dtype == p.data.dtype)
+
+
 class SGD(Optimizer):
     """PyTorch's SGD: v = mu*v + (g + wd*w); w -= lr * (g + mu*v if nesterov else v)."""
 
@@ -100,6 +110,11 @@ class SGD(Optimizer):
 
     def _update(self, p, grad, group):
         lr, mu, wd = group["lr"], group["momentum"], group["weight_decay"]
+        if _fused_on_gpu(p, grad):
+            buf = self._state(p, ("momentum",))["momentum"].reshape(-1) if mu else None
+            get_backend(p.data).sgd_update(p.data.reshape(-1), grad.reshape(-1), buf, float(lr),
+                                           float(mu), float(wd), bool(group["nesterov"]))
+            return
         if wd:
             grad = grad + wd * p.data
         if mu:
@@ -122,6 +137,14 @@ class Adam(Optimizer):
 
     def _update(self, p, grad, group):
         lr, (b1, b2), eps, wd = group["lr"], group["betas"], group["eps"], group["weight_decay"]
+        if _fused_on_gpu(p, grad):
+            st = self._state(p, ("m", "v"))
+            st["step"] += 1
+            get_backend(p.data).adam_update(p.data.reshape(-1), grad.reshape(-1),
+                                            st["m"].reshape(-1), st["v"].reshape(-1), st["step"],
+                                            float(lr), float(b1), float(b2), float(eps), float(wd),
+                                            self.decoupled)
+            return
         if wd and self.decoupled:
             p.data *= p.data.dtype.type(1 - lr * wd)
         elif wd:

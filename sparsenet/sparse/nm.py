@@ -70,6 +70,9 @@ class NM(SparseMatrix):
     def _index_arrays(self):
         return [self.idx]
 
+    def _kernel_arrays(self):
+        return (self.idx,)
+
     def coords(self):
         n_rows, n_groups, n = self.idx.shape
         rows = np.repeat(np.arange(n_rows, dtype=np.int64), n_groups * n)
@@ -136,7 +139,8 @@ class NM(SparseMatrix):
         X = check_operand(X, self.shape[1], values.dtype, "X")              # (n_cols, k)
         shape = (self.shape[0], X.shape[1])
         out = output(out, shape, values.dtype, like=X)
-        kernels_for(values, X).nm_spmm(values, self.idx, self.m, X, out)
+        idx, = self.kernel_index(backend.device_of(X))
+        kernels_for(values, X).nm_spmm(values, idx, self.m, X, out)
         return out                                                          # (n_rows, k)
 
     def spmm_t(self, G, values=None, out=None):
@@ -144,7 +148,8 @@ class NM(SparseMatrix):
         G = check_operand(G, self.shape[0], values.dtype, "G")              # (n_rows, k)
         shape = (self.shape[1], G.shape[1])
         out = output(out, shape, values.dtype, like=G)
-        kernels_for(values, G).nm_spmm_t(values, self.idx, self.m, G, out)
+        idx, = self.kernel_index(backend.device_of(G))
+        kernels_for(values, G).nm_spmm_t(values, idx, self.m, G, out)
         return out                                                          # (n_cols, k)
 
     def sddmm(self, A, B, out=None):
@@ -153,7 +158,8 @@ class NM(SparseMatrix):
         if A.shape[1] != B.shape[1]:
             raise ValueError(f"A and B must have the same k, got {A.shape} and {B.shape}")
         out = output(out, (self.nnz,), self.dtype, like=A)
-        kernels_for(A, B).nm_sddmm(self.idx, self.m, A, B, out.reshape(self.idx.shape))
+        idx, = self.kernel_index(backend.device_of(A))
+        kernels_for(A, B).nm_sddmm(idx, self.m, A, B, out.reshape(self.idx.shape))
         return out                                                          # (nnz,)
 
     # ----- topology ----------------------------------------------------------------------
@@ -179,4 +185,4 @@ class NM(SparseMatrix):
                                  "within each group")
         values, new_from_old = gather_values(backend.to_numpy(self.values), source, grow_values)
         idx = (new_keys % self.m).reshape(self.idx.shape).astype(np.uint8)
-        return NM(values, idx, self.m), new_from_old
+        return NM(self._same_device(values), idx, self.m), new_from_old
