@@ -37,7 +37,7 @@ def _is_cupy_array(a) -> bool:
 
 def array_module(a):
     """``numpy`` for NumPy arrays and scalars, ``cupy`` for CuPy arrays."""
-    if isinstance(a, np.ndarray) or not _is_cupy_array(a):
+    if not _is_cupy_array(a):
         return np
     return cupy_module() or __import__("cupy")    # a CuPy array exists, so CuPy imports
 

@@ -21,8 +21,8 @@ MAX_GRID_Y = 65535           # CUDA's limit on a grid's second dimension
 
 
 def array_module(a):
-    """``numpy`` for NumPy arrays (the simulator), ``cupy`` for CuPy arrays."""
-    if isinstance(a, np.ndarray):
+    """``cupy`` for CuPy arrays, else ``numpy`` (NumPy arrays: the simulator)."""
+    if type(a).__module__.split(".")[0] != "cupy":
         return np
     import cupy  # noqa: PLC0415 - only reached with CuPy arrays, so CuPy is installed
     return cupy
