@@ -305,39 +305,40 @@ def col2im(cols, C, H, W, kh, kw, stride, padding, out):
 
 
 # ---- optimizer updates on values -------------------------------------------
-# The gpu backend fuses each optimizer step into one kernel; these are their spec, the same
-# arithmetic as sparsenet.optim (every coefficient in the values' dtype).
+# The same arithmetic as sparsenet.optim (every coefficient in the parameter's dtype); the gpu
+# backend runs each as one fused kernel.
 
-def sgd_update(values, grad, momentum_buf, lr, momentum, weight_decay, nesterov):
-    """In place, PyTorch's SGD step: g = grad + wd * w; buf = mu * buf + g;
-    w -= lr * (g + mu * buf if nesterov else buf). momentum_buf is None exactly when
-    momentum == 0 (then w -= lr * g). Returns values."""
-    lr, momentum, weight_decay = args.sgd_update(values, grad, momentum_buf, lr, momentum,
-                                                 weight_decay, nesterov)
-    t = values.dtype.type
-    g = grad + t(weight_decay) * values if weight_decay else grad
+def sgd_update(param, grad, momentum_buf, lr, momentum, weight_decay, nesterov):
+    """One SGD step in place, PyTorch's rule: g = grad + weight_decay * param;
+    buf = momentum * buf + g (when momentum > 0); param -= lr * (g + momentum * buf if
+    nesterov else buf). `momentum_buf` is ignored (may be empty) when momentum is 0."""
+    args.sgd_update(param, grad, momentum_buf, lr, momentum, weight_decay, nesterov)
+    dtype = param.dtype.type
+    g = grad + dtype(weight_decay) * param if weight_decay else grad.copy()
     if momentum:
-        momentum_buf *= t(momentum)
+        momentum_buf *= dtype(momentum)
         momentum_buf += g
-        g = g + t(momentum) * momentum_buf if nesterov else momentum_buf
-    values -= t(lr) * g
-    return values
+        g = g + dtype(momentum) * momentum_buf if nesterov else momentum_buf
+    param -= dtype(lr) * g
+    return param
 
 
-def adam_update(values, grad, m, v, step, lr, beta1, beta2, eps, weight_decay, decoupled):
-    """In place, Adam's step `step` (1, 2, ...) with bias correction (Kingma & Ba 2015);
-    weight decay through the gradient, or on the weights when decoupled (AdamW). Returns values."""
-    step, lr, beta1, beta2, eps, weight_decay = args.adam_update(
-        values, grad, m, v, step, lr, beta1, beta2, eps, weight_decay, decoupled)
-    t = values.dtype.type
+def adam_update(param, grad, m, v, lr, beta1, beta2, eps, weight_decay, decoupled, step):
+    """One Adam step in place (Kingma & Ba 2015, bias-corrected; step counts from 1):
+    decoupled (AdamW): param *= 1 - lr * weight_decay; else g = grad + weight_decay * param.
+    m = beta1 m + (1 - beta1) g; v = beta2 v + (1 - beta2) g^2;
+    param -= lr / (1 - beta1^step) * m / (sqrt(v / (1 - beta2^step)) + eps)."""
+    args.adam_update(param, grad, m, v, lr, beta1, beta2, eps, weight_decay, decoupled, step)
+    dtype = param.dtype.type
+    g = grad
     if weight_decay and decoupled:
-        values *= t(1 - lr * weight_decay)
+        param *= dtype(1 - lr * weight_decay)
     elif weight_decay:
-        grad = grad + t(weight_decay) * values
-    m *= t(beta1)
-    m += t(1 - beta1) * grad
-    v *= t(beta2)
-    v += t(1 - beta2) * grad * grad
-    v_hat = v / t(1 - beta2 ** step)
-    values -= t(lr * (1 / (1 - beta1 ** step))) * m / (np.sqrt(v_hat) + t(eps))
-    return values
+        g = grad + dtype(weight_decay) * param
+    m *= dtype(beta1)
+    m += dtype(1 - beta1) * g
+    v *= dtype(beta2)
+    v += dtype(1 - beta2) * g * g
+    v_hat = v / dtype(1 - beta2 ** step)
+    param -= dtype(lr / (1 - beta1 ** step)) * m / (np.sqrt(v_hat) + dtype(eps))
+    return param

@@ -74,8 +74,8 @@ def launch_everything(np, gpu, dtype):
     gpu.col2im(f(2, 27, 25), 3, 5, 5, 3, 3, 1, 1, np.empty((2, 3, 5, 5), dtype))
     gpu.dense_grad_topk(G, X, indptr, indices, 3, 2)
     gpu.sgd_update(f(7), f(7), f(7), 0.1, 0.9, 1e-4, False)
-    gpu.sgd_update(f(7), f(7), None, 0.1, 0.0, 0.0, False)
-    gpu.adam_update(f(7), f(7), f(7), np.abs(f(7)), 1, 1e-3, 0.9, 0.999, 1e-8, 0.01, True)
+    gpu.sgd_update(f(7), f(7), f(0), 0.1, 0.0, 0.0, False)
+    gpu.adam_update(f(7), f(7), f(7), np.abs(f(7)), 1e-3, 0.9, 0.999, 1e-8, 0.01, True, 1)
 
 
 def main():

@@ -5,6 +5,8 @@ returns the sizes the kernel needs. Keeping one copy means both backends
 reject exactly the same inputs with exactly the same messages.
 """
 
+import numpy as np
+
 from . import checks as c
 
 
@@ -268,43 +270,48 @@ def col2im(cols, C, H, W, kh, kw, stride, padding, out):
 
 # ---- optimizer updates on values -------------------------------------------
 
-def _state_like(name, arr, values):
+def _state_like(name, arr, param):
     c.float_array(name, arr, ndim=1)
-    c.same_dtype(name, arr, values.dtype, "values")
-    c.shape(name, arr, values.shape, "one entry per value")
-    if c._may_share_memory(arr, values):
-        raise ValueError(f"{name}: must not overlap values")
+    c.same_dtype(name, arr, param.dtype, "param")
+    c.shape(name, arr, param.shape, "one entry per value")
+    if c._may_share_memory(arr, param):
+        raise ValueError(f"{name}: must not overlap param")
 
 
-def _coefficient(name, value, low=0.0, high=None):
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
+def _number(name, value, low=0.0, high=None):
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.integer,
+                                                                      np.floating)):
         raise TypeError(f"{name}: expected a number, got {type(value).__name__}")
     if not value >= low or (high is not None and not value < high):
         bounds = f"[{low}, {high})" if high is not None else f">= {low}"
         raise ValueError(f"{name}: expected a number in {bounds}, got {value}")
-    return float(value)
 
 
-def sgd_update(values, grad, momentum_buf, lr, momentum, weight_decay, nesterov):
-    c.float_array("values", values, ndim=1)
-    _state_like("grad", grad, values)
-    momentum = _coefficient("momentum", momentum, 0.0, 1.0)
-    if (momentum_buf is None) != (momentum == 0):
-        raise ValueError("momentum_buf: expected an array exactly when momentum > 0")
-    if momentum_buf is not None:
-        _state_like("momentum_buf", momentum_buf, values)
-    if not isinstance(nesterov, bool):
+def sgd_update(param, grad, momentum_buf, lr, momentum, weight_decay, nesterov):
+    c.float_array("param", param, ndim=1)
+    _state_like("grad", grad, param)
+    _number("lr", lr)
+    _number("momentum", momentum, 0.0, 1.0)
+    _number("weight_decay", weight_decay)
+    if not isinstance(nesterov, (bool, np.bool_)):
         raise TypeError(f"nesterov: expected a bool, got {type(nesterov).__name__}")
-    return _coefficient("lr", lr), momentum, _coefficient("weight_decay", weight_decay)
+    if momentum:
+        _state_like("momentum_buf", momentum_buf, param)
+    elif nesterov:
+        raise ValueError("nesterov: needs momentum > 0")
 
 
-def adam_update(values, grad, m, v, step, lr, beta1, beta2, eps, weight_decay, decoupled):
-    c.float_array("values", values, ndim=1)
+def adam_update(param, grad, m, v, lr, beta1, beta2, eps, weight_decay, decoupled, step):
+    c.float_array("param", param, ndim=1)
     for name, arr in (("grad", grad), ("m", m), ("v", v)):
-        _state_like(name, arr, values)
-    step = c.positive_int("step", step)
-    if not isinstance(decoupled, bool):
+        _state_like(name, arr, param)
+    if c._may_share_memory(m, v):
+        raise ValueError("m: must not overlap v")
+    _number("lr", lr)
+    _number("beta1", beta1, 0.0, 1.0)
+    _number("beta2", beta2, 0.0, 1.0)
+    _number("eps", eps)
+    _number("weight_decay", weight_decay)
+    if not isinstance(decoupled, (bool, np.bool_)):
         raise TypeError(f"decoupled: expected a bool, got {type(decoupled).__name__}")
-    return (step, _coefficient("lr", lr), _coefficient("beta1", beta1, 0.0, 1.0),
-            _coefficient("beta2", beta2, 0.0, 1.0), _coefficient("eps", eps),
-            _coefficient("weight_decay", weight_decay))
+    c.positive_int("step", step)

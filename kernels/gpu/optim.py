@@ -46,28 +46,26 @@ def _adam(values, grad, m, v, lr_corrected, beta1, one_minus_beta1, beta2, one_m
         values[i] = w - lr_corrected * m_i / (math.sqrt(v_i / v_correction) + eps)
 
 
-def sgd_update(values, grad, momentum_buf, lr, momentum, weight_decay, nesterov):
-    """In place: one SGD step (see the reference). Returns values."""
-    lr, momentum, weight_decay = args.sgd_update(values, grad, momentum_buf, lr, momentum,
-                                                 weight_decay, nesterov)
-    t = values.dtype.type
-    buf = momentum_buf if momentum_buf is not None else values[:0]    # unread when momentum == 0
-    if values.shape[0]:
-        blocks, threads = flat_launch(values.shape[0])
-        _sgd[blocks, threads](values, grad, buf, t(lr), t(momentum), t(weight_decay), nesterov)
-    return values
+def sgd_update(param, grad, momentum_buf, lr, momentum, weight_decay, nesterov):
+    """In place: one SGD step (see the reference). Returns param."""
+    args.sgd_update(param, grad, momentum_buf, lr, momentum, weight_decay, nesterov)
+    t = param.dtype.type
+    buf = momentum_buf if momentum else param[:0]        # unread when momentum == 0
+    if param.shape[0]:
+        blocks, threads = flat_launch(param.shape[0])
+        _sgd[blocks, threads](param, grad, buf, t(lr), t(momentum), t(weight_decay), bool(nesterov))
+    return param
 
 
-def adam_update(values, grad, m, v, step, lr, beta1, beta2, eps, weight_decay, decoupled):
-    """In place: Adam's (or AdamW's, decoupled=True) step number `step`. Returns values."""
-    step, lr, beta1, beta2, eps, weight_decay = args.adam_update(
-        values, grad, m, v, step, lr, beta1, beta2, eps, weight_decay, decoupled)
-    t = values.dtype.type
+def adam_update(param, grad, m, v, lr, beta1, beta2, eps, weight_decay, decoupled, step):
+    """In place: Adam's (or AdamW's, decoupled=True) step number `step`. Returns param."""
+    args.adam_update(param, grad, m, v, lr, beta1, beta2, eps, weight_decay, decoupled, step)
+    t = param.dtype.type
     decoupled = bool(decoupled and weight_decay)
     l2_decay = 0.0 if decoupled else weight_decay
-    if values.shape[0]:
-        blocks, threads = flat_launch(values.shape[0])
-        _adam[blocks, threads](values, grad, m, v, t(lr * (1 / (1 - beta1 ** step))), t(beta1),
+    if param.shape[0]:
+        blocks, threads = flat_launch(param.shape[0])
+        _adam[blocks, threads](param, grad, m, v, t(lr / (1 - beta1 ** step)), t(beta1),
                                t(1 - beta1), t(beta2), t(1 - beta2), t(1 - beta2 ** step), t(eps),
                                t(l2_decay), t(1 - lr * weight_decay), decoupled)
-    return values
+    return param

@@ -111,7 +111,7 @@ class SGD(Optimizer):
     def _update(self, p, grad, group):
         lr, mu, wd = group["lr"], group["momentum"], group["weight_decay"]
         if _fused_on_gpu(p, grad):
-            buf = self._state(p, ("momentum",))["momentum"].reshape(-1) if mu else None
+            buf = self._state(p, ("momentum",))["momentum"].reshape(-1) if mu else p.data[:0]
             get_backend(p.data).sgd_update(p.data.reshape(-1), grad.reshape(-1), buf, float(lr),
                                            float(mu), float(wd), bool(group["nesterov"]))
             return
@@ -141,9 +141,9 @@ class Adam(Optimizer):
             st = self._state(p, ("m", "v"))
             st["step"] += 1
             get_backend(p.data).adam_update(p.data.reshape(-1), grad.reshape(-1),
-                                            st["m"].reshape(-1), st["v"].reshape(-1), st["step"],
-                                            float(lr), float(b1), float(b2), float(eps), float(wd),
-                                            self.decoupled)
+                                            st["m"].reshape(-1), st["v"].reshape(-1), float(lr),
+                                            float(b1), float(b2), float(eps), float(wd),
+                                            self.decoupled, st["step"])
             return
         if wd and self.decoupled:
             p.data *= p.data.dtype.type(1 - lr * wd)
