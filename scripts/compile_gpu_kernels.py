@@ -55,6 +55,10 @@ def launch_everything(np, gpu, dtype):
     gpu.csr_spmm_t(np.array([0, 1, 2, 3, 5], np.int64), np.array([0, 2, 2, 0, 2], np.int32),
                    np.arange(5, dtype=np.int64), values, G, np.empty((4, 6), dtype))
     gpu.csr_sddmm(indptr, indices, G, X, np.empty(5, dtype))
+    gpu.csr_spmm(indptr, indices, values, X, np.empty((3, 6), dtype), bias=f(3), relu=True)
+    gpu.csr_spmm_t_sddmm(np.array([0, 1, 2, 3, 5], np.int64), np.array([0, 2, 2, 0, 2], np.int32),
+                         np.arange(5, dtype=np.int64), values, G, f(4, 6), np.empty((4, 6), dtype),
+                         np.empty(5, dtype))
     gpu.csr_to_csc(indptr, indices, 4)
     gpu.csr_to_dense(indptr, indices, values, 4, np.empty((3, 4), dtype))
     blocks = f(5, 2, 2)

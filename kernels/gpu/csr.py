@@ -17,13 +17,24 @@ Every output element is written by one thread in a fixed order: results are dete
 import numpy as np
 from numba import cuda, float64
 
-from ..cpu import args
+from ..cpu import args, checks
 from .launch import (TILE, WARP, array_module, clamped_range, contig, finish, flat_launch,
                      out_buffer, row_column_launch, tile_dot, tile_flush, zero_of)
 
 
+@cuda.jit(device=True)
+def epilogue(acc, bias, r, relu, zero):
+    """The layer's bias and ReLU, applied to out[r, j] in the register that summed it (the
+    reference's out * (out > 0): a negative sum becomes -0.0, a NaN stays NaN)."""
+    if bias.shape[0]:
+        acc += bias[r]
+    if relu and not acc > 0:
+        acc = acc * zero
+    return acc
+
+
 @cuda.jit
-def _spmm_thread_per_row(indptr, indices, values, X, out, zero):
+def _spmm_thread_per_row(indptr, indices, values, X, out, zero, bias, relu):
     r = cuda.grid(1)
     if r < out.shape[0]:
         start, stop = clamped_range(indptr, r, indices.shape[0])
@@ -31,18 +42,18 @@ def _spmm_thread_per_row(indptr, indices, values, X, out, zero):
             acc = zero
             for p in range(start, stop):
                 acc += values[p] * X[indices[p], j]
-            out[r, j] = acc
+            out[r, j] = epilogue(acc, bias, r, relu, zero)
 
 
 @cuda.jit
-def _spmm_warp_per_row(indptr, indices, values, X, out, zero):
+def _spmm_warp_per_row(indptr, indices, values, X, out, zero, bias, relu):
     j, r = cuda.grid(2)                              # j: a column of X (the lanes), r: a row
     if r < out.shape[0] and j < out.shape[1]:
         start, stop = clamped_range(indptr, r, indices.shape[0])
         acc = zero
         for p in range(start, stop):
             acc += values[p] * X[indices[p], j]
-        out[r, j] = acc
+        out[r, j] = epilogue(acc, bias, r, relu, zero)
 
 
 @cuda.jit
@@ -71,6 +82,24 @@ def _sddmm_warp_per_row(indptr, indices, A, B, out, zero):
 
 
 @cuda.jit
+def _sddmm_csc_warp_per_column(colptr, rowind, perm, G, X, out, zero):
+    c = cuda.blockIdx.x                              # one warp per column of W
+    lane = cuda.threadIdx.x
+    partial = cuda.shared.array(TILE, float64)
+    start, stop = clamped_range(colptr, c, rowind.shape[0])
+    for q0 in range(start, stop, WARP):
+        for e in range(min(WARP, stop - q0)):
+            tile_dot(partial, e, lane, G, rowind[q0 + e], X, c, zero)
+        cuda.syncthreads()
+        if q0 + lane < stop:                         # tile_flush, written through perm
+            total = 0.0
+            for other in range(WARP):
+                total += partial[lane, other]
+            out[perm[q0 + lane]] = total
+        cuda.syncthreads()
+
+
+@cuda.jit
 def _row_of_entry(indptr, rows):
     r = cuda.grid(1)
     if r < indptr.shape[0] - 1:
@@ -93,11 +122,23 @@ def row_of_entry(indptr, nnz):
 SPMM_STRATEGIES = {"thread_per_row": _spmm_thread_per_row, "warp_per_row": _spmm_warp_per_row}
 
 
-def csr_spmm_with(strategy, indptr, indices, values, X, out):
+def _bias_for(bias, n_rows, values):
+    """The kernels' bias argument: `bias` checked ((n_rows,), values' dtype), or an empty
+    array on the same device (the kernels test its length)."""
+    if bias is None:
+        return array_module(values).zeros(0, dtype=values.dtype)
+    checks.float_array("bias", bias, ndim=1)
+    checks.same_dtype("bias", bias, values.dtype, "values")
+    checks.shape("bias", bias, (n_rows,), "one entry per output row")
+    return contig(bias)
+
+
+def csr_spmm_with(strategy, indptr, indices, values, X, out, bias=None, relu=False):
     """csr_spmm with a chosen thread mapping: "thread_per_row" or "warp_per_row"."""
     n_rows, _, k = args.csr_spmm(indptr, indices, values, X, out)
     if strategy not in SPMM_STRATEGIES:
         raise ValueError(f"strategy: expected one of {sorted(SPMM_STRATEGIES)}, got {strategy!r}")
+    bias = _bias_for(bias, n_rows, values)
     buf = out_buffer(out)
     if n_rows and k:
         ip, ix, v, X = contig(indptr), contig(indices), contig(values), contig(X)
@@ -105,18 +146,20 @@ def csr_spmm_with(strategy, indptr, indices, values, X, out):
             blocks, threads = flat_launch(n_rows)
         else:
             blocks, threads = row_column_launch(n_rows, k)
-        SPMM_STRATEGIES[strategy][blocks, threads](ip, ix, v, X, buf, zero_of(values))
+        SPMM_STRATEGIES[strategy][blocks, threads](ip, ix, v, X, buf, zero_of(values), bias,
+                                                   bool(relu))
     return finish(out, buf)
 
 
-def csr_spmm(indptr, indices, values, X, out):
-    """out (n_rows, k) = W @ X for W in CSR, X (n_cols, k). Returns out.
+def csr_spmm(indptr, indices, values, X, out, bias=None, relu=False):
+    """out (n_rows, k) = W @ X for W in CSR, X (n_cols, k); then + bias[:, None] when a bias
+    (n_rows,) is given, then ReLU when relu is true, all in one pass. Returns out.
 
     k = 1 (a matrix-vector product) uses a thread per row: a warp per row would leave 31 of
     its 32 lanes idle."""
     k = X.shape[1] if getattr(X, "ndim", 0) == 2 else 0
     return csr_spmm_with("thread_per_row" if k == 1 else "warp_per_row",
-                         indptr, indices, values, X, out)
+                         indptr, indices, values, X, out, bias, relu)
 
 
 def csr_to_csc(indptr, indices, n_cols):
@@ -158,3 +201,23 @@ def csr_sddmm(indptr, indices, A, B, out):
     return finish(out, buf)
 
 
+
+
+def csr_spmm_t_sddmm(colptr, rowind, perm, values, G, X, gx_out, gv_out):
+    """Both gradients of a sparse layer from its CSC pattern (csr_to_csc): gx_out (n_cols, k)
+    = W.T @ G, and gv_out (nnz,) in CSR order with gv_out[perm[j]] = dot(G[rowind[j]],
+    X[col(j)]). Two kernels over the same CSC pattern. Returns (gx_out, gv_out)."""
+    n_cols, nnz = checks.csr_pattern(colptr, rowind, "colptr", "rowind")
+    k = G.shape[1] if getattr(G, "ndim", 0) == 2 else 0
+    checks.float_array("X", X, ndim=2)
+    checks.same_dtype("X", X, values.dtype, "values")
+    checks.shape("X", X, (n_cols, k), f"one row per column of W ({n_cols}) and G's k ({k})")
+    checks.float_array("gv_out", gv_out, ndim=1)
+    checks.same_dtype("gv_out", gv_out, values.dtype, "values")
+    checks.shape("gv_out", gv_out, (nnz,), "one entry per stored value")
+    csr_spmm_t(colptr, rowind, perm, values, G, gx_out)
+    buf = out_buffer(gv_out)
+    if n_cols and nnz:
+        _sddmm_csc_warp_per_column[n_cols, WARP](contig(colptr), contig(rowind), contig(perm),
+                                                 contig(G), contig(X), buf, zero_of(G))
+    return gx_out, finish(gv_out, buf)

@@ -1,4 +1,5 @@
-"""Optimizer steps on a parameter's values, each fused into one kernel (gpu backend).
+"""Elementwise steps of training, each fused into one pass (gpu backend): the optimizer steps
+on a parameter's values, and the gradient through a ReLU with the bias gradient beside it.
 
 Spec: ``kernels.reference.sgd_update`` / ``adam_update``, the arithmetic of sparsenet.optim.
 Written as array expressions, an SGD step with momentum and weight decay is five passes over
@@ -10,8 +11,8 @@ import math
 
 from numba import cuda
 
-from ..cpu import args
-from .launch import flat_launch
+from ..cpu import args, checks
+from .launch import array_module, flat_launch
 
 
 @cuda.jit
@@ -69,3 +70,21 @@ def adam_update(param, grad, m, v, lr, beta1, beta2, eps, weight_decay, decouple
                                t(1 - beta1), t(beta2), t(1 - beta2), t(1 - beta2 ** step), t(eps),
                                t(l2_decay), t(1 - lr * weight_decay), decoupled)
     return param
+
+
+def relu_backward(grad, activation, out, row_sums):
+    """out = grad * (activation > 0), the gradient through a ReLU whose output was
+    `activation` (both (n_rows, k)); row_sums (n_rows,) = out.sum(axis=1), the bias gradient
+    of the layer below. Two CuPy kernels (an elementwise product, a row reduction). Returns out."""
+    dtype = checks.float_array("grad", grad, ndim=2)
+    checks.float_array("activation", activation, ndim=2)
+    checks.same_dtype("activation", activation, dtype, "grad")
+    checks.shape("activation", activation, grad.shape, "the shape of grad")
+    checks.out_array(out, grad.shape, dtype, "the shape of grad")
+    checks.float_array("row_sums", row_sums, ndim=1)
+    checks.same_dtype("row_sums", row_sums, dtype, "grad")
+    checks.shape("row_sums", row_sums, grad.shape[:1], "one entry per row of grad")
+    xp = array_module(grad)
+    xp.multiply(grad, activation > 0, out=out)
+    row_sums[...] = out.sum(axis=1)
+    return out
