@@ -148,8 +148,11 @@ def versions() -> dict:
     import scipy
 
     from . import __version__
-    return {"sparsenet": __version__, "python": platform.python_version(), "numpy": np.__version__,
-            "numba": numba.__version__, "scipy": scipy.__version__, "machine": platform.machine()}
+    out = {"sparsenet": __version__, "python": platform.python_version(), "numpy": np.__version__,
+           "numba": numba.__version__, "scipy": scipy.__version__, "machine": platform.machine()}
+    if backend.cuda_available():                  # only looks if CuPy is installed
+        out.update(cupy=backend.cupy_module().__version__, gpu=backend.gpu_name())
+    return out
 
 
 def fit(model, optimizer, scheduler, method, loader, test_arrays, epochs, input_shape,

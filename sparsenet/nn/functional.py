@@ -99,7 +99,8 @@ class CrossEntropy(Function):
 
 class Dropout(Function):
     def forward(self, x, p, rng):
-        keep = rng.random(x.shape) >= p
+        # drawn on the host from the library's generator, so a GPU run drops what a CPU run does
+        keep = backend.to_device(rng.random(x.shape) >= p, backend.device_of(x))
         self.scale_mask = keep.astype(x.dtype) / x.dtype.type(1 - p)
         return x * self.scale_mask
 

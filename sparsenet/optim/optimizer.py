@@ -6,6 +6,9 @@ parameter. A sparse layer's `values` change length when its topology changes; th
 `remap(param, new_from_old)` carries every state array across: a surviving weight keeps its
 momentum, a new weight starts from zero, and a dropped weight's state is gone, so nothing can
 bring it back to life.
+
+On a GPU each step of a parameter is one fused kernel (`kernels.gpu.sgd_update` /
+`adam_update`, the same arithmetic as the array expressions below, which the CPU runs).
 """
 from __future__ import annotations
 

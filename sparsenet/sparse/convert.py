@@ -121,7 +121,7 @@ def sparsify(model, sparsity=None, format="csr", layers=None, density_per_layer=
     wants, and what the dynamic sparse methods ask for on their freshly initialized models.
     format_options: block_size (block), n and m (nm), constant_fan_in (csr, masked).
     """
-    from .. import random
+    from .. import backend, random
     from ..nn.layers import Linear
     from ..nn.module import Module
     from ..nn.sparse_layers import SparseConv2d, SparseLinear, resolve_density
@@ -146,7 +146,8 @@ def sparsify(model, sparsity=None, format="csr", layers=None, density_per_layer=
         dense = modules[name]
         density = resolve_density(format, sparsity if name not in densities else None,
                                   densities.get(name), n, m)
-        matrix = dense.weight.data.reshape(dense.weight.shape[0], -1)      # (out, in * kh * kw)
+        device = backend.device_of(dense.weight.data)     # the pattern is chosen on the host
+        matrix = backend.to_numpy(dense.weight.data).reshape(dense.weight.shape[0], -1)
         if from_dense:
             weight = FORMATS[format].from_dense(matrix, density=density, **format_options)
         else:
@@ -165,7 +166,9 @@ def sparsify(model, sparsity=None, format="csr", layers=None, density_per_layer=
                                   dense.stride, dense.padding, weight=weight,
                                   bias=dense.bias is not None)
         if dense.bias is not None:
-            sparse.bias.data = dense.bias.data.copy()
+            sparse.bias.data = backend.to_numpy(dense.bias.data).copy()
+        if device != "cpu":
+            sparse.to(device)
         if name == "":
             return sparse                    # the model itself was one layer
         model.replace_submodule(name, sparse)
