@@ -59,3 +59,19 @@ def test_accuracy_suites_name_known_methods_and_options(suite):
         _, options = common.split_settings(settings)
         if method != "dense":
             get_method(method, sparsity=sparsity, **options)
+
+
+def test_the_full_epoch_table_shows_both_networks_measured():
+    import scale
+
+    def record(width, acc, seconds):
+        return {"history": [{"seconds": seconds, "steps": 469, "partial": False}],
+                "parameters": 3 * width, "build_seconds": 0.5, "peak_rss_bytes": 2**31,
+                "method_details": {"n_updates": 3}, "test_accuracy": acc}
+    out = {"width": 333334, "record": record(333334, 0.81, 2400.0),
+           "reference_width": 1000, "reference_record": record(1000, 0.78, 3.2)}
+    lines = scale.epoch_table(out).splitlines()
+    assert lines[2] == "| 3,000 | 3,000 | 0.5 | 3 | 2.00 GiB | 3 | 78.00 % |"
+    assert lines[3] == "| 1,000,002 | 1,000,002 | 0.5 | 2400 | 2.00 GiB | 3 | 81.00 % |"
+    out["record"] = {"error": "out of memory"}
+    assert "failed: out of memory" in scale.epoch_table(out)
