@@ -1,4 +1,4 @@
-"""The `sparsenet` command: train | compare | demo | bench | data | info."""
+"""The `sparsenet` command: train | compare | compress | evaluate | demo | bench | data | info."""
 from __future__ import annotations
 
 import argparse
@@ -246,6 +246,8 @@ def build_parser():
 
     from .compare import add_compare_parser
     add_compare_parser(sub)
+    from .compress_cli import add_compress_parser
+    add_compress_parser(sub)
     return parser
 
 

@@ -8,6 +8,7 @@ with ``check_csr`` / ``check_bsr`` / ``check_nm``.
 
 from .bsr import bsr_sddmm, bsr_spmm, bsr_spmm_t, bsr_to_bsc
 from .checks import check_bsr, check_csr, check_nm
+from .codebook import codebook_spmm, huffman_decode
 from .conv import col2im, im2col
 from .convert import (bsr_from_dense, bsr_to_dense, csr_from_dense, csr_to_dense,
                       nm_from_dense, nm_to_dense)
@@ -23,6 +24,7 @@ KERNELS = (
     "nm_from_dense", "nm_to_dense",
     "topk_per_row", "topk_per_group", "topk_flat", "dense_grad_topk",
     "im2col", "col2im",
+    "codebook_spmm", "huffman_decode",
 )
 
 __all__ = list(KERNELS) + ["check_csr", "check_bsr", "check_nm", "KERNELS"]
