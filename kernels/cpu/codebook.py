@@ -15,7 +15,7 @@ import numpy as np
 from numba import get_num_threads, njit, prange
 
 from . import checks as c
-from .micro import work_bounds
+from .micro import add_permuted_rows, work_bounds
 from .wrap import contig, finish, out_buffer
 
 CODE_DTYPE = np.dtype(np.uint8)
@@ -94,27 +94,34 @@ def canonical_tables(lengths):
 
 @njit(parallel=True, cache=True)
 def _spmm(indptr, indices, codes, codebook, X, out, n_threads):
+    # o += codebook[codes[p]] * X[indices[p]]: the CSC-order helper of the transposed CSR
+    # product, with the codes as its permutation (eight rows per pass, see micro.py)
     bounds = work_bounds(indptr, X.shape[1], n_threads)
     for t in prange(bounds.shape[0] - 1):
         for r in range(bounds[t], bounds[t + 1]):
             o = out[r]  # (k,)
             o[:] = 0
-            for p in range(indptr[r], indptr[r + 1]):
-                w = codebook[codes[p]]
-                x = X[indices[p]]
-                for j in range(o.shape[0]):
-                    o[j] += w * x[j]
+            add_permuted_rows(o, codebook, codes, X, indices, indptr[r], indptr[r + 1])
     return out
 
 
 @njit(parallel=True, cache=True)
 def _spmv(indptr, indices, codes, codebook, x, out, n_threads):
+    # k = 1: a gathered dot product per row, four products per step summed as a tree
     bounds = work_bounds(indptr, 1, n_threads)
     for t in prange(bounds.shape[0] - 1):
         for r in range(bounds[t], bounds[t + 1]):
             s = codebook.dtype.type(0)
-            for p in range(indptr[r], indptr[r + 1]):
-                s += codebook[codes[p]] * x[indices[p]]
+            p, stop = indptr[r], indptr[r + 1]
+            while p + 4 <= stop:
+                s += ((codebook[codes[p]] * x[np.uint32(indices[p])]
+                       + codebook[codes[p + 1]] * x[np.uint32(indices[p + 1])])
+                      + (codebook[codes[p + 2]] * x[np.uint32(indices[p + 2])]
+                         + codebook[codes[p + 3]] * x[np.uint32(indices[p + 3])]))
+                p += 4
+            while p < stop:
+                s += codebook[codes[p]] * x[np.uint32(indices[p])]
+                p += 1
             out[r] = s
     return out
 

@@ -151,6 +151,8 @@ class DeepCompression(SparseMethod):
                 raise ValueError(f"{what} needs one value per layer {names}, got {list(value)}")
             out = dict(zip(names, value))
         elif isinstance(value, dict):
+            if set(value) != set(names):
+                raise ValueError(f"{what} names layers {sorted(value)}; the model's are {names}")
             out = value
         else:
             out = {n: value for n in names}
@@ -208,25 +210,30 @@ class DeepCompression(SparseMethod):
     def train_model(self, config, model, data, log=print):
         from ..compression_report import add_stage
         x_test, y_test = data[2], data[3]
-        score = lambda m: evaluate(m, x_test, y_test, device=config.device)[0]  # noqa: E731
         names = [n for n, _ in prunable_layers(model)]
         densities, bits = self.target_densities(model), self.layer_bits(model)
         index_bits = self._per_layer(self.index_bits, names, "index_bits", _check_bits)
         start, history, phases, report, optimizer = time.perf_counter(), [], [], {}, None
 
+        def score(net):
+            return evaluate(net, x_test, y_test, device=config.device)[0]
+
         def run(method, epochs, phase, lr, seed_offset):
+            """One training phase, its epochs appended to the run's history."""
             nonlocal optimizer
             hist, flops, optimizer = train_phase(model, method, config, data, epochs, log,
                                                  lr=lr, seed_offset=seed_offset)
             history.extend(dict(h, phase=phase, epoch=len(history) + 1) for h in hist)
             phases.append(flops)
 
+        def stage(name, scratch, **files):
+            """Measure the model after a stage: accuracy, bytes on disk, energy."""
+            add_stage(report, model, name, score(model), scratch, x_test.shape[1:], **files)
+
         with tempfile.TemporaryDirectory() as scratch:
-            stage = lambda name, **kw: add_stage(report, model, name, score(model), scratch,  # noqa
-                                                 x_test.shape[1:], **kw)
             if not self.pretrained:                                     # 0. dense training
                 run(Method(), epochs_for(config), "dense", config.lr, 0)
-            stage("dense")
+            stage("dense", scratch)
             retrain = epochs_for(config, self.retrain_epochs) if self.retrain_epochs else 0
             for r in range(1, self.rounds + 1):                        # 1. pruning
                 self.prune(model, r, densities)
@@ -236,7 +243,7 @@ class DeepCompression(SparseMethod):
                         f"{score(model):.4f} before retraining")
                 if retrain:
                     run(Method(), retrain, f"prune {r}", self.retrain_lr or config.lr, r)
-            stage("pruned")
+            stage("pruned", scratch)
             layers = self.quantize(model, bits)                         # 2. quantization
             report["quantized_before_finetune_accuracy"] = score(model)
             if self.finetune_epochs:
@@ -244,8 +251,8 @@ class DeepCompression(SparseMethod):
                     epochs_for(config, self.finetune_epochs), "centroids",
                     self.centroid_lr or config.lr / 100, self.rounds + 1)
             path = self.out or os.path.join(scratch, "model.sndc")     # 3. Huffman coding
-            stage("quantized", quantization=self.quantization, index_bits=index_bits, path=path,
-                  evaluate=score)
+            stage("quantized", scratch, quantization=self.quantization, index_bits=index_bits,
+                  path=path, evaluate=score)
         flops = combine_flops(phases) if phases else inference_flops(model, x_test.shape[1:])
         record = make_record(config, model, self, optimizer, data, history, flops,
                              time.perf_counter() - start, len(history), deep_compression=report)
