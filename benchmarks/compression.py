@@ -33,7 +33,9 @@ SETTINGS = {"lenet300": {"bits": 5}, "lenet5": {}}
 # the validation grid (55,000 training images, 5,000 held out; the test set is never loaded)
 GRIDS = {"lenet300": [{}, {"bits": 5}, {"bits": 4}, {"bits": 5, "retrain_epochs": 6},
                       {"bits": 5, "centroid_lr": 0.005},
-                      {"bits": 5, "densities": [0.07, 0.09, 0.26]}]}
+                      {"bits": 5, "densities": [0.07, 0.09, 0.26]},
+                      {"bits": 4, "retrain_epochs": 3}, {"bits": 4, "retrain_lr": 0.02},
+                      {"bits": 4, "rounds": 5, "retrain_epochs": 3}]}
 VAL = 5000
 
 

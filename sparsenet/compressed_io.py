@@ -46,6 +46,7 @@ saves the b bits and the codebook slot a zero would take, at one symbol of the 2
 from __future__ import annotations
 
 import json
+import math
 import os
 import struct
 from dataclasses import dataclass
@@ -56,6 +57,7 @@ from . import huffman
 from .kernels.cpu.codebook import check_code_lengths
 
 MAGIC = b"SNDCMP\x00\x01"
+MAX_ROWS = 1 << 24               # rows of a layer this reader accepts (its row pointers are built)
 FORMAT = "sparsenet-deep-compression"
 DTYPES = ("float32", "float64", "int64", "int32", "uint8", "bool")
 
@@ -202,6 +204,8 @@ class _Payload:
 def _read_stream(payload, entry, alphabet, width, count, field, path):
     coding = entry.get("coding") if isinstance(entry, dict) else None
     n_bits = _int(entry, "bits", field, path)
+    if count > n_bits:                      # every symbol takes a bit at least: bounds memory
+        _fail(path, f"{field}.bits", f"{n_bits} bits cannot hold {count} symbols")
     try:
         if coding == "huffman":
             lengths = payload.take(alphabet, f"{field}.table").copy()
@@ -233,6 +237,9 @@ def _read_layer(payload, entry, i, path):
     if not (isinstance(shape, list) and len(shape) == 2 and
             all(isinstance(s, int) and not isinstance(s, bool) and s > 0 for s in shape)):
         _fail(path, f"{where}.shape", f"expected [rows, cols] of positive integers, got {shape!r}")
+    if shape[0] > MAX_ROWS or shape[1] >= 1 << 31:
+        _fail(path, f"{where}.shape", f"{shape} is larger than this reader accepts ({MAX_ROWS} "
+              "rows, 2^31 - 1 columns)")
     nnz = _int(entry, "nnz", where, path, 0, shape[0] * shape[1])
     b = _int(entry, "weight_bits", where, path, 1, 8)
     k = _int(entry, "clusters", where, path, 1, 1 << b)
@@ -274,7 +281,7 @@ def read_compressed(path) -> CompressedFile:
         _fail(path, "header", f"its length {size} runs past the end of the {len(data)}-byte file")
     try:
         header = json.loads(data[12:12 + size].decode())
-    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as err:
         _fail(path, "header", f"not valid JSON: {err}")
     if not isinstance(header, dict) or header.get("format") != FORMAT or header.get("version") != 1:
         _fail(path, "header.format", f"expected {FORMAT!r} version 1")
@@ -288,10 +295,14 @@ def read_compressed(path) -> CompressedFile:
         where = f"dense[{i}]"
         if not isinstance(entry, dict) or not isinstance(entry.get("name"), str) or \
                 entry.get("dtype") not in DTYPES or not isinstance(entry.get("shape"), list) or \
-                not all(isinstance(s, int) and s >= 0 for s in entry["shape"]):
+                not all(isinstance(s, int) and not isinstance(s, bool) and s >= 0
+                        for s in entry["shape"]):
             _fail(path, where, f"expected a name, a dtype in {DTYPES} and a shape, got {entry!r}")
         dtype = np.dtype(entry["dtype"]).newbyteorder("<")
-        count = int(np.prod(entry["shape"], dtype=np.int64))
+        count = math.prod(entry["shape"])                   # exact: no overflow to wrap
+        if count * dtype.itemsize > len(payload.data) - payload.pos:
+            _fail(path, f"{where} ({entry['name']})", f"truncated: {entry['shape']} needs "
+                  f"{count * dtype.itemsize} bytes, {len(payload.data) - payload.pos} are left")
         raw = payload.take(count * dtype.itemsize, f"{where} ({entry['name']})", dtype)
         dense[entry["name"]] = raw.astype(dtype.newbyteorder("="), copy=True).reshape(entry["shape"])
     if payload.pos != len(payload.data):

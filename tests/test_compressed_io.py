@@ -225,3 +225,18 @@ def test_an_index_past_the_matrix_is_refused(tmp_path, rng):
     header["layers"][0]["shape"] = [2, 5]
     rewrite(path, header, payload)
     refused(path, "layers[0]")
+
+
+def test_hostile_sizes_are_refused_before_anything_is_allocated(good_file):
+    header, payload = split(good_file)
+    for edit, field in ((lambda h: h["layers"][0].update(entries=10 ** 15), "layers[0].index.bits"),
+                        (lambda h: h["layers"][0].update(shape=[10 ** 12, 10 ** 12]),
+                         "layers[0].shape"),
+                        (lambda h: h["dense"][0].update(shape=[2 ** 40, 2 ** 40]), "dense[0]")):
+        changed = json.loads(json.dumps(header))
+        edit(changed)
+        rewrite(good_file, changed, payload)
+        refused(good_file, field)
+    nested = "[" * 100_000 + "]" * 100_000
+    good_file.write_bytes(MAGIC + struct.pack("<I", len(nested)) + nested.encode())
+    refused(good_file, "header")

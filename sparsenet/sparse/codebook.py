@@ -4,7 +4,8 @@ The inference form of a Deep Compression layer (Han, Mao & Dally 2016, Section 3
 (r, indices[p]) is `codebook[codes[p]]`, with at most 256 shared values per layer. Per stored
 weight it holds a 1-byte code and a 4-byte column index (float32 CSR: 4 + 4); the codebook
 adds 4 bytes per shared value. The product `spmm` runs the kernel `codebook_spmm` on the codes
-directly: the float weights are never expanded.
+directly: the float weights are never expanded. It runs on the CPU (NumPy arrays): the GPU
+backend has no codebook kernel.
 
 It is not a training format (no topology interface, no values to train): a model is trained
 and fine-tuned in CSR, quantized, written to a compressed file, and loaded into this form.
