@@ -1,7 +1,7 @@
 """Inference from the compressed form: CSR of one-byte codes + codebook against float32 CSR and
 dense, at batch 1 and 128, with the bytes each form holds in memory.
 
-    python benchmarks/codebook_kernel.py [--file benchmarks/results/compression/lenet300/dc-bits5-s0.sndc]
+    python benchmarks/codebook_kernel.py [--file model.sndc] [--threads 1]
 
 Layers: the largest layer of a compressed file (the Huffman streams decoded once, at load, to
 one-byte codes; default the lenet300 record of benchmarks/compression.py when it exists) and a
@@ -25,8 +25,14 @@ from sparsenet.compressed_io import read_compressed  # noqa: E402
 from sparsenet.sparse import CSR  # noqa: E402
 from sparsenet.sparse.codebook import CodebookCSR  # noqa: E402
 
-DEFAULT_FILE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results", "compression",
-                            "lenet300", "dc-bits5-s0.sndc")
+
+
+def default_file():
+    """The seed-0 lenet300 file of benchmarks/compression.py, if it was run."""
+    import compression
+    name = compression.name_of(compression.SETTINGS["lenet300"], 0) + ".sndc"
+    return os.path.join(os.path.dirname(os.path.abspath(__file__)), "results", "compression",
+                        "lenet300", name)
 
 
 def synthetic(rng, n=4096, density=0.08, shared=32) -> tuple:
@@ -69,7 +75,7 @@ def measure(name, weight: CodebookCSR, batches, repeats, rng) -> list:
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--file", default=DEFAULT_FILE, help="a compressed model file")
+    p.add_argument("--file", default=default_file(), help="a compressed model file")
     p.add_argument("--repeats", type=int, default=20)
     p.add_argument("--threads", type=int, default=None,
                    help="Numba and BLAS threads (default: the engine's default)")

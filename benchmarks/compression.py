@@ -24,18 +24,26 @@ import statistics
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from common import RESULTS  # noqa: E402
+from common import RESULTS, split_settings  # noqa: E402
 
 LR = {"lenet300": 0.05, "lenet5": 0.01}           # the dense runs' lr (lenet5: Caffe's solver)
 GOAL = {"lenet300": 40.0, "lenet5": 39.0}         # the paper's ratios (Table 1)
-# method options of the must-show runs, chosen on the validation grid (--tune)
-SETTINGS = {"lenet300": {"bits": 5}, "lenet5": {}}
+# settings of the must-show runs, chosen on the validation grid (--tune): method options, or
+# TrainConfig fields (common.CONFIG_KEYS: lr, weight_decay, ...)
+SETTINGS = {"lenet300": {"bits": 5, "densities": [0.07, 0.09, 0.26]}, "lenet5": {}}
 # the validation grid (55,000 training images, 5,000 held out; the test set is never loaded)
 GRIDS = {"lenet300": [{}, {"bits": 5}, {"bits": 4}, {"bits": 5, "retrain_epochs": 6},
                       {"bits": 5, "centroid_lr": 0.005},
                       {"bits": 5, "densities": [0.07, 0.09, 0.26]},
                       {"bits": 4, "retrain_epochs": 3}, {"bits": 4, "retrain_lr": 0.02},
-                      {"bits": 4, "rounds": 5, "retrain_epochs": 3}]}
+                      {"bits": 4, "rounds": 5, "retrain_epochs": 3},
+                      {"bits": 5, "sparsity": 0.927}, {"bits": 5, "sparsity": 0.935},
+                      {"bits": 5, "densities": [0.07, 0.09, 0.26], "weight_decay": 5e-4}],
+         # lenet5: sizes only (--estimate); its dense training is too slow for a validation grid
+         "lenet5": [{}, {"densities": [0.66, 0.12, 0.07, 0.19]},
+                    {"densities": [0.66, 0.12, 0.06, 0.19]}, {"bits": [8, 8, 4, 4]},
+                    {"bits": [8, 8, 4, 4], "densities": [0.66, 0.12, 0.07, 0.19]},
+                    {"bits": [8, 5, 5, 5]}]}
 VAL = 5000
 
 
@@ -71,9 +79,10 @@ def run_one(job):
     if os.path.exists(path):
         return path
     net = dense_model(model, seed, data, dense_dir, val)
-    options = dict(settings, pretrained=True, out=os.path.join(out_dir, name + ".sndc"))
-    config = TrainConfig(model=model, method="deep_compression", lr=LR[model], seed=seed,
-                         data=data, val=val, progress=False, method_options=options)
+    fields, options = split_settings(settings)       # weight_decay, lr, ...: TrainConfig fields
+    options.update(pretrained=True, out=os.path.join(out_dir, name + ".sndc"))
+    config = TrainConfig(model=model, method="deep_compression", seed=seed, data=data, val=val,
+                         progress=False, method_options=options, **{"lr": LR[model], **fields})
     _, record = train_model(config, log=None, model=net)
     with open(path, "w") as f:
         json.dump(record, f, indent=1)
@@ -82,6 +91,29 @@ def run_one(job):
           f"{100 * r['quantized']['test_accuracy']:.2f} %, {r['ratios']['huffman_file']:.1f}x "
           f"({r['quantized']['file_bytes']:,} bytes), {record['train_seconds']:.0f} s", flush=True)
     return path
+
+
+def estimate(model, settings, data, dense_dir) -> float:
+    """The ratio without any training: prune the seed-0 dense model once to the settings'
+    densities, quantize, write the file. Sizes only (no accuracy is looked at), to choose
+    densities and bits that meet a size goal before the real runs."""
+    import tempfile
+
+    from sparsenet.algorithms import get_method
+    from sparsenet.compression_report import dense_file_bytes
+    from sparsenet.compressed_model import save_compressed
+    net = dense_model(model, 0, data, dense_dir)
+    _, options = split_settings(settings)
+    method = get_method("deep_compression", **options)
+    with tempfile.TemporaryDirectory() as scratch:
+        dense = dense_file_bytes(net, os.path.join(scratch, "dense.st"), (1, 28, 28))
+        method.prune(net, method.rounds, method.target_densities(net))
+        method.quantize(net, method.layer_bits(net))
+        names = list(method.quantization)
+        index_bits = method._per_layer(method.index_bits, names, "index_bits", lambda v, w: None)
+        stats = save_compressed(net, os.path.join(scratch, "m.sndc"), method.quantization,
+                                index_bits)
+    return dense / stats["bytes"]
 
 
 def run_all(jobs, processes):
@@ -150,6 +182,8 @@ def main(argv=None):
     p.add_argument("--dense-dir", default=os.path.join("runs", "dense"))
     p.add_argument("--tune", action="store_true", help="the validation grid instead")
     p.add_argument("--summarize", action="store_true", help="tables from the records on disk")
+    p.add_argument("--estimate", action="store_true",
+                   help="only the ratio of each setting after one-shot pruning (no training)")
     p.add_argument("--jobs", type=int, default=1)
     args = p.parse_args(argv)
     kind = "tuning-" if args.tune else ""
@@ -157,6 +191,10 @@ def main(argv=None):
     os.makedirs(out_dir, exist_ok=True)
     cells = GRIDS[args.model] if args.tune else [SETTINGS[args.model]]
     val = VAL if args.tune else 0
+    if args.estimate:
+        for cell in cells:
+            print(f"{cell}: {estimate(args.model, cell, args.data, args.dense_dir):.1f}x")
+        return
     jobs = [(args.model, seed, cell, args.data, args.dense_dir, out_dir, val)
             for cell in cells for seed in range(args.seeds)]
     if not args.summarize:

@@ -219,3 +219,28 @@ def test_energy_counts_conv_positions_and_a_files_bytes():
     conv1 = energy["layers"][0]
     assert conv1["macs"] == 20 * 25 * 24 * 24 and conv1["weight_bytes"] == 100
     assert conv1["fetch_pj"] == pytest.approx(100 * 8 / 32 * 5)
+
+
+def test_the_benchmarks_settings_are_options_the_method_takes():
+    import os
+    import sys
+    sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(__file__)), "benchmarks"))
+    import compression
+    from common import split_settings
+    cells = list(compression.SETTINGS.values()) + [c for g in compression.GRIDS.values() for c in g]
+    for cell in cells:
+        get_method("deep_compression", **split_settings(cell)[1])   # raises on a typo
+    assert compression.name_of({"bits": 4, "densities": [0.07, 0.09]}, 1) == \
+        "dc-bits4-densities0.07_0.09-s1"
+
+
+def test_a_global_sparsity_prunes_in_rounds_to_its_target(rng):
+    model = sn.nn.build_model("lenet300", rng=rng)
+    method = get_method("deep_compression", sparsity=0.9, rounds=3)
+    kept = []
+    for r in (1, 2, 3):
+        method.prune(model, r, method.target_densities(model))
+        kept.append(metrics.sparsity_summary(model)["density"])
+    np.testing.assert_allclose(kept, [0.1 ** (1 / 3), 0.1 ** (2 / 3), 0.1], rtol=1e-4)
+    assert all(layer.weight.density >= 0.01 for _, layer in
+               [(n, model.get_submodule(n)) for n in ("1", "3", "5")])

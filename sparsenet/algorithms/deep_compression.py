@@ -42,6 +42,7 @@ Defaults and where they come from:
 """
 from __future__ import annotations
 
+import math
 import os
 import tempfile
 import time
@@ -53,11 +54,13 @@ from ..metrics import forward_flops, layer_positions, sparsity_summary
 from ..train import combine_flops, epochs_for, evaluate, make_record, train_phase
 from .base import Method, SparseMethod, register
 from .common import prunable_layers, weight_shape
-from .magnitude import MagnitudePruning, dense_equivalent, keep_largest, total_units
+from .magnitude import (dense_equivalent, global_keep, keep_largest, total_units,
+                        unit_magnitudes)
 
 PAPER_DENSITIES = {"lenet300": (0.08, 0.09, 0.26), "lenet5": (0.66, 0.12, 0.08, 0.19)}
 PAPER_BITS = {"lenet300": (6, 6, 6), "lenet5": (8, 8, 5, 5)}
 CONV_BITS, FC_BITS, INDEX_BITS = 8, 5, 5
+MIN_DENSITY = 0.01               # the floor of a layer under a global threshold (as magnitude's)
 
 
 # ----- stage 2: weight sharing ---------------------------------------------------------------
@@ -185,16 +188,22 @@ class DeepCompression(SparseMethod):
 
     # ----- stage 1: iterative pruning with retraining -----------------------------------------
     def prune(self, model, r: int, densities):
-        """Round r of R: each layer at density d_l^(r/R) (or the global sparsity's share)."""
+        """Round r of R: layer l keeps its largest |w| at density d_l^(r/R), or, with a global
+        sparsity s, one threshold over all layers keeps (1 - s)^(r/R) of the weights (each
+        layer at least MIN_DENSITY, as `magnitude` ranks)."""
         fraction = r / self.rounds
-        if densities is None:
-            kept = (1 - self.sparsity) ** fraction
-            MagnitudePruning(sparsity=1 - kept, scope="global").prune(model)
-            return
-        dense_equivalent(model, list(densities), "csr")
+        names = [n for n, _ in prunable_layers(model)]
+        dense_equivalent(model, names, "csr")
         layers = dict(prunable_layers(model))
-        for name, d in densities.items():
-            keep_largest(layers[name], max(1, round(d ** fraction * total_units(layers[name].weight))))
+        units = {n: total_units(layers[n].weight) for n in names}
+        if densities is None:
+            budget = round((1 - self.sparsity) ** fraction * sum(units.values()))
+            keep = global_keep({n: unit_magnitudes(layers[n].weight) for n in names}, budget,
+                               {n: math.ceil(MIN_DENSITY * units[n]) for n in names})
+        else:
+            keep = {n: max(1, round(densities[n] ** fraction * units[n])) for n in names}
+        for name, k in keep.items():
+            keep_largest(layers[name], k)
 
     # ----- stage 2: quantize every pruned layer ----------------------------------------------
     def quantize(self, model, bits: dict) -> dict:
