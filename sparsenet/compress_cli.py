@@ -46,7 +46,7 @@ def parse_densities(text):
 def cmd_compress(args):
     from . import io
     from .cli import config_from_args
-    from .compression_report import paper_table, stage_table
+    from .compression_report import energy_table, paper_table, stage_table
     from .train import train_model
     if os.path.isdir(args.out):
         raise ValueError(f"--out {args.out} is a directory; give a file name")
@@ -70,6 +70,8 @@ def cmd_compress(args):
     print(stage_table(report, config.model))
     print()
     print(paper_table(report, config.model))
+    print()
+    print(energy_table(report))
     print(f"\ncompressed model written to {args.out} ({report['quantized']['file_bytes']:,} bytes, "
           f"{report['ratios']['huffman_file']:.1f}x smaller than the dense float32 file)")
     if args.json:

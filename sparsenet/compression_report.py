@@ -184,3 +184,22 @@ def stage_table(report, model_name) -> str:
     lines.append(f"\nWeights kept: {100 * report['pruned']['density']:.2f} % "
                  f"({r['pruned_weights']:.1f}x fewer; the paper's pruning column counts this)")
     return "\n".join(lines)
+
+
+def energy_table(report) -> str:
+    """Inference energy per layer and stage (sparsenet.metrics: Horowitz 45 nm, weights read
+    once per inference from SRAM if the layer's bytes fit on chip, else from DRAM)."""
+    stages = [("dense", report["dense"]["energy"]), ("pruned", report["pruned"]["energy"]),
+              ("compressed", report["quantized"]["energy"])]
+    lines = ["| layer | MACs (dense, kept) | " + " | ".join(f"{name}: bytes, memory, nJ" for name, _ in stages)
+             + " |", "|---|---|" + "---|" * len(stages)]
+    for i, row in enumerate(stages[0][1]["layers"]):
+        cells = [f"{e['layers'][i]['weight_bytes']:,}, {e['layers'][i]['memory']}, "
+                 f"{e['layers'][i]['total_pj'] / 1e3:,.1f}" for _, e in stages]
+        lines.append(f"| {row['name']} | {row['macs']:,}, {stages[-1][1]['layers'][i]['macs']:,} | "
+                     + " | ".join(cells) + " |")
+    totals = [f"fetch {e['fetch_pj'] / 1e3:,.1f} + arithmetic {e['arithmetic_pj'] / 1e3:,.1f} = "
+              f"**{e['total_pj'] / 1e3:,.1f}**" for _, e in stages]
+    lines.append("| total (nJ) | | " + " | ".join(totals) + " |")
+    return "\n".join(lines) + (f"\n\nOn chip: {stages[0][1]['on_chip_bytes']:,} bytes of SRAM; "
+                               f"{stages[0][1]['assumptions']}.")
