@@ -122,9 +122,10 @@ def _write_json(path, record):
     print(f"record written to {path}")
 
 
-def add_compress_parser(sub):
+def add_compress_parser(sub, formatter_class=None):
     from .cli import add_train_arguments
-    p = sub.add_parser("compress", help="Deep Compression: prune, quantize, Huffman-code to a file")
+    help = "Deep Compression: prune, quantize, Huffman-code to a file"
+    p = sub.add_parser("compress", help=help, description=help, formatter_class=formatter_class)
     add_train_arguments(p)
     p.add_argument("--from", dest="from_path", help="start from this trained model (safetensors) "
                    "instead of training the dense model")
@@ -136,7 +137,8 @@ def add_compress_parser(sub):
     p.add_argument("--json", help="write the run record (with the stage report) to this file")
     p.set_defaults(func=cmd_compress)
 
-    p = sub.add_parser("evaluate", help="test accuracy, per class, bytes and energy of a saved model")
+    help = "test accuracy, per class, bytes and energy of a saved model"
+    p = sub.add_parser("evaluate", help=help, description=help, formatter_class=formatter_class)
     p.add_argument("file", help="a model file: safetensors (sparsenet save) or compressed")
     p.add_argument("--data", default="auto", help="auto | subset | full | a directory")
     p.add_argument("--dataset", default="fashion-mnist", choices=["fashion-mnist", "mnist"])
