@@ -244,3 +244,33 @@ def test_a_global_sparsity_prunes_in_rounds_to_its_target(rng):
     np.testing.assert_allclose(kept, [0.1 ** (1 / 3), 0.1 ** (2 / 3), 0.1], rtol=1e-4)
     assert all(layer.weight.density >= 0.01 for _, layer in
                [(n, model.get_submodule(n)) for n in ("1", "3", "5")])
+
+
+@pytest.mark.parametrize("argv, needle", [
+    (["evaluate", "missing.sndc"], "missing.sndc"),
+    (["evaluate", "DIR"], "DIR"),
+    (["compress", "--out", "DIR"], "--out"),
+    (["compress", "--bits", "conv=x", "--out", "x.sndc"], "--bits"),
+    (["compress", "--bits", "gpu=8", "--out", "x.sndc"], "--bits"),
+    (["compress", "--densities", "0.1,a,0.2", "--out", "x.sndc"], "--densities"),
+    (["compress", "--from", "missing.safetensors", "--out", "x.sndc"], "missing.safetensors"),
+    (["compress", "--bits", "9", "--out", "x.sndc", "--data", "subset", "--epochs", "1"], "bits"),
+])
+def test_bad_command_lines_exit_2_with_one_line(tmp_path, monkeypatch, capsys, argv, needle):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "DIR").mkdir()
+    assert cli.main(argv) == 2
+    captured = capsys.readouterr()
+    err = captured.err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith(f"sparsenet {argv[0]}: error:"), captured.err
+    assert needle in err[0]
+    assert not (tmp_path / "x.sndc").exists()
+
+
+def test_evaluate_refuses_a_cut_compressed_file_in_one_line(compressed_run, tmp_path, capsys):
+    model, record, path = compressed_run
+    cut = tmp_path / "cut.sndc"
+    cut.write_bytes(path.read_bytes()[:-100])
+    assert cli.main(["evaluate", str(cut), "--data", "subset"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and str(cut) in err[0]

@@ -63,9 +63,18 @@ def test_codebook_spmm_rejects_bad_arguments(rng):
             backend.codebook_spmm(indptr, indices, codes, np.ones(257, np.float32), X, out)
         with pytest.raises(ValueError, match="out"):
             backend.codebook_spmm(indptr, indices, codes, codebook, X, np.empty((3, 2), np.float32))
-    if codes.size:                    # the reference checks every code; cpu trusts them
-        with pytest.raises(ValueError, match="codes"):
-            reference.codebook_spmm(indptr, indices, np.full_like(codes, 3), codebook, X, out)
+    if codes.size:                    # both check every code and index (trusted does not)
+        for backend in (reference, cpu):
+            with pytest.raises(ValueError, match="codes"):
+                backend.codebook_spmm(indptr, indices, np.full_like(codes, 3), codebook, X, out)
+            for bad in (5, -1, 2 ** 30):
+                hostile = indices.copy()
+                hostile[-1] = bad
+                with pytest.raises(ValueError, match="indices"):
+                    backend.codebook_spmm(indptr, hostile, codes, codebook, X, out)
+        got = cpu.trusted.codebook_spmm(indptr, indices, codes, codebook, X, out.copy())
+        np.testing.assert_array_equal(
+            got, cpu.codebook_spmm(indptr, indices, codes, codebook, X, out.copy()))
 
 
 @FEW

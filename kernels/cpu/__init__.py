@@ -31,4 +31,9 @@ KERNELS = (
     "codebook_spmm", "huffman_decode",
 )
 
-__all__ = list(KERNELS) + ["check_csr", "check_bsr", "check_nm", "KERNELS", "trusted"]
+# kernels with no CUDA twin yet: the compressed form (Deep Compression) is decoded and run on
+# the host; a GPU model keeps float CSR weights
+HOST_ONLY_KERNELS = ("codebook_spmm", "huffman_decode")
+
+__all__ = list(KERNELS) + ["check_csr", "check_bsr", "check_nm", "KERNELS", "HOST_ONLY_KERNELS",
+                           "trusted"]

@@ -6,9 +6,11 @@
 - ``huffman_decode``: a canonical Huffman bitstream back to symbols, run once when a
   compressed file is loaded (the product never sees Huffman codes).
 
-Like the CSR kernels, ``codebook_spmm`` trusts its index arrays and codes (checking them on
-every call costs as much as the product): check them once when the layer is built
-(``check_codebook``). ``huffman_decode`` trusts nothing: a stream comes from a file.
+Like the CSR kernels, the public ``codebook_spmm`` checks every column index and every code
+before the product, so no input can make it read outside its arrays; ``trusted.codebook_spmm``
+skips that O(nnz) pass for ``sparsenet.sparse.CodebookCSR``, which checks its read-only arrays
+once when it is built (``check_codebook``). ``huffman_decode`` trusts nothing: a stream comes
+from a file.
 """
 
 import numpy as np
@@ -150,6 +152,14 @@ def _decode(stream, n_bits, max_length, first_code, first_slot, count, order, ou
 
 def codebook_spmm(indptr, indices, codes, codebook, X, out):
     """out (n_rows, k) = W @ X, W[r, indices[p]] = codebook[codes[p]] (CSR of codes)."""
+    args_codebook_spmm(indptr, indices, codes, codebook, X, out)
+    c.check_csr(indptr, indices, X.shape[0])
+    check_codebook(codes, codebook)
+    return codebook_spmm_trusted(indptr, indices, codes, codebook, X, out)
+
+
+def codebook_spmm_trusted(indptr, indices, codes, codebook, X, out):
+    """codebook_spmm for index arrays and codes known to be valid (see trusted.py)."""
     _, _, k = args_codebook_spmm(indptr, indices, codes, codebook, X, out)
     buf = out_buffer(out)
     ip, ix, cd, cb, X = contig(indptr), contig(indices), contig(codes), contig(codebook), contig(X)
