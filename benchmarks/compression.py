@@ -10,6 +10,7 @@ file's bytes; the accuracy is compared with the same seed's dense model.
     python benchmarks/compression.py --model lenet5 --seeds 2
     python benchmarks/compression.py --model lenet300 --tune              # the validation grid
     python benchmarks/compression.py --model lenet300 --summarize         # tables from records
+    python benchmarks/compression.py --model lenet5 --estimate --untrained   # sizes, no training
 
 Records and compressed files: benchmarks/results/compression/<model>/; tables:
 benchmarks/results/compression-<model>.md and compression-tuning-<model>.md. Runs already on
@@ -98,16 +99,24 @@ def run_one(job):
     return path
 
 
-def estimate(model, settings, data, dense_dir) -> float:
-    """The ratio without any training: prune the seed-0 dense model once to the settings'
-    densities, quantize, write the file. Sizes only (no accuracy is looked at), to choose
-    densities and bits that meet a size goal before the real runs."""
+def estimate(model, settings, data, dense_dir, untrained=False) -> tuple:
+    """The ratios (fixed-width codes, Huffman-coded) without any training: prune the seed-0
+    dense model once to the settings' densities, quantize, write the file. Sizes only (no
+    accuracy is looked at), to choose densities and bits that meet a size goal before the real
+    runs. `untrained`: a freshly initialised model (seed 0) instead, for a model whose dense
+    training has not been run; its fixed-width size depends only on the densities, the bits
+    and the pattern's gaps, its Huffman size also on how the trained values cluster (so only
+    the first is a fair stand-in for the trained model's)."""
     import tempfile
+
+    import numpy as np
 
     from sparsenet.algorithms import get_method
     from sparsenet.compression_report import dense_file_bytes
     from sparsenet.compressed_model import save_compressed
-    net = dense_model(model, 0, data, dense_dir)
+    from sparsenet.nn import build_model
+    net = (build_model(model, rng=np.random.default_rng(0)) if untrained
+           else dense_model(model, 0, data, dense_dir))
     _, options = split_settings(settings)
     method = get_method("deep_compression", **options)
     with tempfile.TemporaryDirectory() as scratch:
@@ -116,9 +125,40 @@ def estimate(model, settings, data, dense_dir) -> float:
         method.quantize(net, method.layer_bits(net))
         names = list(method.quantization)
         index_bits = method._per_layer(method.index_bits, names, "index_bits", lambda v, w: None)
-        stats = save_compressed(net, os.path.join(scratch, "m.sndc"), method.quantization,
-                                index_bits)
-    return dense / stats["bytes"]
+        sizes = [save_compressed(net, os.path.join(scratch, "m.sndc"), method.quantization,
+                                 index_bits, use_huffman=huffman)["bytes"]
+                 for huffman in (False, True)]
+    return dense / sizes[0], dense / sizes[1]
+
+
+def projected_cost(model, settings, seeds) -> str:
+    """What the must-show runs cost, from recorded epoch times: the dense epochs of the
+    accuracy benchmark's dense runs and the sparse epochs of its gmp runs at 90 % (the
+    retraining and centroid epochs run sparse layers), times the epochs the pipeline trains."""
+    from sparsenet.algorithms import get_method
+    from sparsenet.train import TrainConfig
+    folder = os.path.join(RESULTS, "accuracy", f"conv-{model}" if model != "lenet300"
+                          else "pruning-lenet300")
+    def median_epoch(prefix):
+        times = [h["seconds"] for name in sorted(os.listdir(folder)) if name.startswith(prefix)
+                 for h in json.load(open(os.path.join(folder, name)))["history"]]
+        return statistics.median(times) if times else None
+    shown = os.path.relpath(folder, os.path.dirname(os.path.dirname(RESULTS)))
+    if not os.path.isdir(folder):
+        return f"(no recorded epoch times under {shown})"
+    dense_s, sparse_s = median_epoch("dense-"), median_epoch("gmp-0.9")
+    if dense_s is None or sparse_s is None:
+        return f"(no dense and gmp 90 % records under {shown})"
+    method = get_method("deep_compression", **split_settings(settings)[1])
+    dense_epochs = TrainConfig().epochs
+    sparse_epochs = method.rounds * method.retrain_epochs + method.finetune_epochs
+    per_seed = dense_epochs * dense_s + sparse_epochs * sparse_s
+    return (f"Projected cost of the must-show runs: per seed {dense_epochs} dense epochs x "
+            f"{dense_s:.1f} s + {sparse_epochs} sparse epochs ({method.rounds} rounds x "
+            f"{method.retrain_epochs} retraining + {method.finetune_epochs} centroid) x "
+            f"{sparse_s:.1f} s = {per_seed / 60:.0f} min, {seeds} seeds {seeds * per_seed / 60:.0f} "
+            f"min on one core (median epoch times of the records in {shown}, measured on a "
+            "shared 2-core machine when it was less loaded; evaluations not counted).")
 
 
 def run_all(jobs, processes):
@@ -190,6 +230,8 @@ def main(argv=None):
     p.add_argument("--summarize", action="store_true", help="tables from the records on disk")
     p.add_argument("--estimate", action="store_true",
                    help="only the ratio of each setting after one-shot pruning (no training)")
+    p.add_argument("--untrained", action="store_true",
+                   help="with --estimate: a freshly initialised model instead of the dense one")
     p.add_argument("--jobs", type=int, default=1)
     args = p.parse_args(argv)
     kind = "tuning-" if args.tune else ""
@@ -198,8 +240,22 @@ def main(argv=None):
     cells = GRIDS[args.model] if args.tune else [SETTINGS[args.model]]
     val = VAL if args.tune else 0
     if args.estimate:
+        source = "untrained (seed-0 initialisation)" if args.untrained else "dense seed 0"
+        lines = [f"Sizes only: one-shot pruning of the {source} {args.model} to each setting's "
+                 "densities, quantized, written (no accuracy is looked at).", "",
+                 "| settings | fixed-width codes (P+Q) | Huffman-coded (P+Q+H) |", "|---|---|---|"]
         for cell in cells:
-            print(f"{cell}: {estimate(args.model, cell, args.data, args.dense_dir):.1f}x")
+            fixed, coded = estimate(args.model, cell, args.data, args.dense_dir, args.untrained)
+            lines.append(f"| {cell or 'defaults'} | {fixed:.1f}x | {coded:.1f}x |")
+        lines += ["", projected_cost(args.model, cells[0], args.seeds)]
+        text = "\n".join(lines)
+        name = f"compression-estimate-{args.model}{'-untrained' if args.untrained else ''}.md"
+        with open(os.path.join(RESULTS, name), "w") as f:
+            f.write(f"# Deep Compression, {args.model}: sizes before training\n\n`python "
+                    f"benchmarks/compression.py --model {args.model} --estimate"
+                    f"{' --untrained' if args.untrained else ''}{' --tune' if args.tune else ''}`"
+                    f"\n\n{text}\n")
+        print(text)
         return
     jobs = [(args.model, seed, cell, args.data, args.dense_dir, out_dir, val)
             for cell in cells for seed in range(args.seeds)]
