@@ -246,5 +246,14 @@ if matplotlib.get_backend().lower() != "agg":
 # ## What's next
 #
 # `sparsenet compress --model lenet300 --out model.sndc` runs this pipeline from the command
-# line, and `sparsenet evaluate model.sndc` scores the file; `benchmarks/compression.py`
-# reproduces the paper's table for LeNet-300-100 and LeNet-5 on the full data set.
+# line, and `sparsenet evaluate model.sndc` scores the file (accuracy, per class, bytes,
+# energy; `--json` writes them). `benchmarks/compression.py` runs the pipeline on the full data
+# set with two seeds and writes the paper's tables for our runs
+# (`benchmarks/results/compression-lenet300.md`: the stage ratios, the per-layer bits, the
+# energy); its `--tune` is the validation grid the settings came from, and `--estimate` gives
+# a setting's file size before any training. `benchmarks/codebook_kernel.py` times the
+# codebook product against float32 CSR and dense at batch 1 and 128, with the bytes each
+# holds in memory. Bad files are refused, never half-read: a cut stream, a malformed Huffman
+# table, a code past the codebook or a header that does not match its payload raises
+# `CompressedFileError` naming the file and the field (`sparsenet evaluate` prints that one
+# line and exits with status 2).
