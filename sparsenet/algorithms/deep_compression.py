@@ -131,6 +131,28 @@ class SharedWeights(Method):
 class DeepCompression(SparseMethod):
     """Prune iteratively, share weights by k-means and fine-tune the centroids, Huffman-code."""
 
+    option_help = {
+        "sparsity": "0 (default): each layer at its `densities`; else the fraction of all "
+                    "weights removed, ranked by one global magnitude threshold (`--sparsity`)",
+        "densities": "kept fraction per prunable layer, a list (default: the paper's Tables 2 "
+                     "and 3 for lenet300 and lenet5; another model needs `--sparsity`)",
+        "bits": "weight bits: one number, one per layer, or {\"conv\": 8, \"fc\": 5} (default: "
+                "Tables 2/3, lenet300 6; lenet5 8 conv, 5 fc; other models conv 8, fc 5)",
+        "index_bits": "bits of a relative column index, fillers past 2^bits (Tables 2/3: 5)",
+        "rounds": "pruning rounds, each followed by retraining (no LeNet schedule in the paper; "
+                  "3, validation grid)",
+        "retrain_epochs": "epochs of retraining after each pruning round (4, validation grid)",
+        "retrain_lr": "learning rate of the retraining (default: the run's lr)",
+        "finetune_epochs": "epochs of centroid fine-tuning after weight sharing (3)",
+        "centroid_lr": "learning rate of the centroids, whose gradient sums a cluster's members "
+                       "(default: the run's lr / 100, validation grid)",
+        "out": "the compressed file to write (`sparsenet compress --out`; default: a "
+               "temporary file, deleted after measuring)",
+        "pretrained": "the model given is already trained: skip the dense phase "
+                      "(`sparsenet compress --from`)",
+        "format": "csr only: the layers are stored as CSR of one-byte codes",
+    }
+
     def __init__(self, sparsity=0.0, densities=None, bits=None, index_bits=INDEX_BITS, rounds=3,
                  retrain_epochs=4, retrain_lr=None, finetune_epochs=3, centroid_lr=None,
                  out=None, pretrained=False, format="csr", **options):
