@@ -375,3 +375,42 @@ def adam_update(param, grad, m, v, lr, beta1, beta2, eps, weight_decay, decouple
     v_hat = v / dtype(1 - beta2 ** step)
     param -= dtype(lr * (1 / (1 - beta1 ** step))) * m / (np.sqrt(v_hat) + dtype(eps))
     return param
+
+
+# ---- Deep Compression: CSR of one-byte codes, canonical Huffman ------------
+
+def codebook_spmm(indptr, indices, codes, codebook, X, out):
+    """out (n_rows, k) = W @ X with W[r, indices[p]] = codebook[codes[p]] (CSR of codes)."""
+    from .cpu.codebook import args_codebook_spmm, check_codebook
+    n_rows, _, _ = args_codebook_spmm(indptr, indices, codes, codebook, X, out)
+    check_csr(indptr, indices, X.shape[0])
+    check_codebook(codes, codebook)
+    return csr_spmm(indptr, indices, codebook[codes], X, out)
+
+
+def huffman_decode(stream, n_bits, lengths, out):
+    """Decode out.shape[0] symbols from the first n_bits bits of ``stream`` (most significant
+    bit of each byte first). The code is canonical: symbols sorted by (code length, symbol)
+    get consecutive codes, each length starting at (last code + 1) shifted left by one.
+    Every one of the n_bits bits must be used; a truncated stream or a bit pattern that is no
+    code raises ValueError."""
+    from .cpu.codebook import args_huffman_decode, raise_decode_status
+    n_bits, n = args_huffman_decode(stream, n_bits, lengths, out)
+    table, code, previous = {}, 0, 0
+    for length, symbol in sorted((int(l), s) for s, l in enumerate(lengths) if l > 0):
+        code <<= length - previous
+        table[(length, code)] = symbol
+        code, previous = code + 1, length
+    bits = np.unpackbits(stream)[:n_bits]
+    pos = 0
+    for i in range(n):
+        code, length = 0, 0
+        while (length, code) not in table:
+            if length == max(l for l, _ in table):
+                raise_decode_status(-2, n_bits, n)
+            if pos >= n_bits:
+                raise_decode_status(-1, n_bits, n)
+            code, length, pos = (code << 1) | int(bits[pos]), length + 1, pos + 1
+        out[i] = table[(length, code)]
+    raise_decode_status(pos, n_bits, n)
+    return out

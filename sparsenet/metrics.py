@@ -1,4 +1,5 @@
-"""What a run is judged by: accuracy, per-class accuracy, FLOPs, parameters and bytes.
+"""What a run is judged by: accuracy, per-class accuracy, FLOPs, parameters and bytes, and
+the inference energy (Horowitz 45 nm; its own section at the end, with its assumptions).
 
 FLOPs count multiply-adds as 2 and only the weight products (the bias adds and activations are
 small next to them), as the RigL paper (Evci et al. 2020, Appendix H) does: a layer's forward
@@ -137,3 +138,67 @@ def evaluated_accuracy(record) -> tuple:
     if "test_accuracy" in record:
         return "test", record["test_accuracy"]
     return "validation", record["val_accuracy"]
+
+
+# ===== Inference energy: Horowitz's 45 nm figures ==============================================
+# An estimate of the energy of one inference (one sample), per layer, in picojoules.
+#
+# Energies per operation: Horowitz, "Computing's energy problem (and what we can do about it)",
+# ISSCC 2014, 45 nm, as Han et al. quote them (Deep Compression, Section 1; Learning both
+# Weights and Connections, Figure 1): 32-bit float add 0.9 pJ, 32-bit float multiply 3.7 pJ,
+# 32-bit SRAM read 5 pJ, 32-bit DRAM read 640 pJ.
+#
+# The model's assumptions, all of them:
+# 1. Arithmetic: every multiply-accumulate of a stored weight (stored weights x output positions)
+#    costs one 32-bit float multiply and one add. Biases, activations and pooling are not counted.
+# 2. Weight fetches: every stored byte of a layer's weight (values and indices, or codes,
+#    indices, codebook and Huffman tables) is read from memory once per inference; a conv weight
+#    is then reused from registers across output positions. Reading b bits costs b/32 of a 32-bit
+#    read. Activation traffic is not counted.
+# 3. Where the weights live: a layer whose stored bytes fit `on_chip_bytes` (ON_CHIP_BYTES,
+#    128 KiB, our choice: a mid-sized on-chip SRAM) is read from SRAM, else from DRAM.
+# 4. Stored bytes are the layer's form: dense float32 (4 per weight); a sparse format's `nbytes`
+#    (CSR: a 4-byte value and a 4-byte column index per weight, 8 bytes per row pointer); for a
+#    Deep Compression file, the layer's bytes in the file. Decoding a code through the codebook
+#    is a register read and, like Huffman decoding (done once, at load), is not counted.
+HOROWITZ_45NM_PJ = {"fp32_add": 0.9, "fp32_mult": 3.7, "sram_read_32bit": 5.0,
+                    "dram_read_32bit": 640.0}
+ON_CHIP_BYTES = 128 * 1024
+
+
+def weight_storage_bytes(module) -> int:
+    """Bytes the layer's weight occupies in memory (assumption 4 above)."""
+    weight = module.weight
+    if isinstance(weight, Tensor):
+        mask = getattr(module, "mask", None)
+        return int(weight.data.nbytes) + (int(mask.nbytes) if mask is not None else 0)
+    return int(weight.nbytes)
+
+
+def inference_energy(model, input_shape, storage_bytes=None, on_chip_bytes=ON_CHIP_BYTES) -> dict:
+    """{"layers": [...], "total_pj", "arithmetic_pj", "fetch_pj", "assumptions"} for one sample.
+
+    storage_bytes: {layer name: bytes} overriding a layer's in-memory bytes (a layer's bytes in
+    a compressed file). Each layer row: name, macs, weight_bytes, memory ("sram" | "dram"),
+    fetch_pj, arithmetic_pj, total_pj.
+    """
+    e = HOROWITZ_45NM_PJ
+    positions = layer_positions(model, input_shape)
+    rows = []
+    for name, m in model.named_modules():
+        counts = weight_counts(m)
+        if counts is None or name not in positions:
+            continue
+        macs = counts[0] * positions[name]
+        nbytes = int((storage_bytes or {}).get(name, weight_storage_bytes(m)))
+        memory = "sram" if nbytes <= on_chip_bytes else "dram"
+        fetch = nbytes * 8 / 32 * e[f"{memory}_read_32bit"]
+        arithmetic = macs * (e["fp32_mult"] + e["fp32_add"])
+        rows.append({"name": name, "macs": int(macs), "weight_bytes": nbytes, "memory": memory,
+                     "fetch_pj": fetch, "arithmetic_pj": arithmetic, "total_pj": fetch + arithmetic})
+    fetch, arithmetic = sum(r["fetch_pj"] for r in rows), sum(r["arithmetic_pj"] for r in rows)
+    return {"layers": rows, "fetch_pj": fetch, "arithmetic_pj": arithmetic,
+            "total_pj": fetch + arithmetic, "on_chip_bytes": int(on_chip_bytes),
+            "assumptions": "sparsenet.metrics: Horowitz 45 nm; weights fetched once per sample "
+                           "from SRAM if a layer's bytes fit on chip, else DRAM; one fp32 "
+                           "multiply and add per MAC; activations and biases not counted"}

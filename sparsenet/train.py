@@ -346,6 +346,7 @@ def make_record(config: TrainConfig, model, method, optimizer, data, history, fl
                             if k not in ("progress",)},
         "method_details": method.describe(), "versions": versions(),
     }
+    record["energy"] = metrics.inference_energy(model, x_test.shape[1:])   # per layer, pJ
     record.update(extra)
     if config.method != "dense" and record["density"] >= 1.0:
         warnings.warn(f"method {config.method!r} trained a dense model (density 1.0): nothing "

@@ -40,6 +40,9 @@ def assert_exact(got, want):
 def test_gpu_has_every_kernel_with_the_reference_signature():
     gpu = kernels()
     for name in cpu.KERNELS + gpu.OPTIMIZER_KERNELS + gpu.FUSED_KERNELS:
+        if name in cpu.HOST_ONLY_KERNELS:     # declared: no CUDA twin (Deep Compression's form)
+            assert not hasattr(gpu, name), name
+            continue
         assert callable(getattr(gpu, name)), name
         if not hasattr(reference, name):      # a fused kernel whose spec came to main later
             continue

@@ -9,6 +9,7 @@ arrays once when they are built.
 
 from .bsr import bsr_sddmm, bsr_spmm, bsr_spmm_t, bsr_to_bsc
 from .checks import check_bsr, check_csr, check_nm
+from .codebook import codebook_spmm, huffman_decode
 from .conv import col2im, im2col
 from .convert import (bsr_from_dense, bsr_to_dense, csr_from_dense, csr_to_dense,
                       nm_from_dense, nm_to_dense)
@@ -27,6 +28,12 @@ KERNELS = (
     "topk_per_row", "topk_per_group", "topk_flat", "dense_grad_topk",
     "im2col", "col2im",
     "relu_backward", "sgd_update", "adam_update",
+    "codebook_spmm", "huffman_decode",
 )
 
-__all__ = list(KERNELS) + ["check_csr", "check_bsr", "check_nm", "KERNELS", "trusted"]
+# kernels with no CUDA twin yet: the compressed form (Deep Compression) is decoded and run on
+# the host; a GPU model keeps float CSR weights
+HOST_ONLY_KERNELS = ("codebook_spmm", "huffman_decode")
+
+__all__ = list(KERNELS) + ["check_csr", "check_bsr", "check_nm", "KERNELS", "HOST_ONLY_KERNELS",
+                           "trusted"]

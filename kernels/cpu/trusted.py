@@ -12,6 +12,7 @@ crash: nothing else should call them.
 from .bsr import sddmm_trusted as bsr_sddmm
 from .bsr import spmm_t_trusted as bsr_spmm_t
 from .bsr import spmm_trusted as bsr_spmm
+from .codebook import codebook_spmm_trusted as codebook_spmm
 from .csr import sddmm_trusted as csr_sddmm
 from .csr import spmm_t_sddmm_trusted as csr_spmm_t_sddmm
 from .csr import spmm_t_trusted as csr_spmm_t
@@ -21,4 +22,4 @@ from .nm import spmm_t_trusted as nm_spmm_t
 from .nm import spmm_trusted as nm_spmm
 
 __all__ = ["csr_spmm", "csr_spmm_t", "csr_sddmm", "csr_spmm_t_sddmm", "bsr_spmm", "bsr_spmm_t", "bsr_sddmm",
-           "nm_spmm", "nm_spmm_t", "nm_sddmm"]
+           "nm_spmm", "nm_spmm_t", "nm_sddmm", "codebook_spmm"]

@@ -17,7 +17,7 @@ Beyond these there are the fused steps of a training step (``sgd_update``, ``ada
 ``relu_backward``, ``csr_spmm``'s bias and ReLU, ``csr_spmm_t_sddmm``) and, for tutorial 12,
 ``csr_spmm_with`` to pick the thread mapping of the CSR product.
 """
-from ..cpu import KERNELS, check_bsr, check_csr, check_nm
+from ..cpu import HOST_ONLY_KERNELS, KERNELS, check_bsr, check_csr, check_nm
 from .bsr import bsr_sddmm, bsr_spmm, bsr_spmm_t, bsr_to_bsc
 from .conv import col2im, im2col
 from .convert import (bsr_from_dense, bsr_to_dense, csr_from_dense, csr_to_dense,
@@ -33,6 +33,7 @@ OPTIMIZER_KERNELS = ("sgd_update", "adam_update")
 # steps): csr_spmm's bias= and relu=, csr_spmm_t_sddmm, relu_backward.
 FUSED_KERNELS = ("csr_spmm_t_sddmm", "relu_backward")
 
-__all__ = list(KERNELS) + list(OPTIMIZER_KERNELS) + [
+GPU_KERNELS = [k for k in KERNELS if k not in HOST_ONLY_KERNELS]
+__all__ = GPU_KERNELS + list(OPTIMIZER_KERNELS) + [
     "check_csr", "check_bsr", "check_nm", "KERNELS", "OPTIMIZER_KERNELS", "csr_spmm_with",
     "SPMM_STRATEGIES"]
