@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import sys
 import warnings
@@ -180,6 +181,17 @@ def _positive_steps(text):
         raise argparse.ArgumentTypeError(f"expected a whole number of steps, got {text!r}") from None
     if value <= 0:
         raise argparse.ArgumentTypeError(f"expected a positive number of steps, got {value}")
+    return value
+
+
+def _positive_seconds(text):
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of seconds, got {text!r}") from None
+    if not (math.isfinite(value) and value > 0):
+        raise argparse.ArgumentTypeError(f"expected a positive, finite number of seconds, "
+                                         f"got {text}")
     return value
 
 
@@ -394,7 +406,7 @@ def build_parser():
     p.add_argument("--distributed", action="store_true",
                    help="data-parallel over the ranks of an MPI job: mpiexec -n N sparsenet "
                         "train ... --distributed (needs the mpi extra)")
-    p.add_argument("--mpi-timeout", type=float, default=None, metavar="SECONDS",
+    p.add_argument("--mpi-timeout", type=_positive_seconds, default=None, metavar="SECONDS",
                    help="with --distributed: how long a rank waits for the others in one "
                         "collective before it ends the job (default 300)")
     p.set_defaults(func=cmd_train)

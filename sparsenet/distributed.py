@@ -119,14 +119,15 @@ def data_summary(data) -> dict:
 
 
 def topology_checksums(model) -> np.ndarray:
-    """Per sparse layer: CRC-32 of its index arrays, and of its values (int64 pairs)."""
+    """Per sparse layer: CRC-32 of the arrays that are its topology (CSR / Block: indptr and
+    indices; Masked: the mask; caches left out), and of its values (int64 pairs)."""
     from .nn.sparse_layers import _SparseLayer
     sums = []
     for _, module in model.named_modules():
         if isinstance(module, _SparseLayer):
             weight = module.weight
             indices = 0
-            for array in weight._index_arrays():
+            for array in weight._kernel_arrays():
                 indices = zlib.crc32(np.ascontiguousarray(array).tobytes(), indices)
             sums.append((indices, zlib.crc32(np.ascontiguousarray(weight.values).tobytes())))
     return np.array(sums, dtype=np.int64).reshape(-1, 2)
@@ -235,8 +236,10 @@ class Communicator:
                                    "would need a CUDA-aware MPI, which is not supported yet")
 
     # ----- the step ----------------------------------------------------------------------------
-    def local_batch(self, xb, yb):
-        """This rank's contiguous part of a global batch (ranks in order = the batch's order)."""
+    def local_batch(self, xb, yb, step):
+        """This rank's contiguous part of a global batch (ranks in order = the batch's order);
+        `step`: the run's number of the step it starts (1-based, counted on over a resume)."""
+        self.step = step
         n = len(yb)
         lo, hi = n * self.rank // self.size, n * (self.rank + 1) // self.size
         self.share = (hi - lo) / n
@@ -248,7 +251,7 @@ class Communicator:
         the whole batch. Also agrees on Ctrl-C: the checkpointer of every rank sees it at once."""
         from . import checkpoint
         start = time.perf_counter()
-        if self.step == 0:
+        if self.stats["steps"] == 0:
             check_model(model)
         params = model.parameters()
         dtypes = {p.data.dtype for p in params}
@@ -268,7 +271,7 @@ class Communicator:
             offset += p.data.size
         asked, self.asked = self.asked, False
         buffer[offset:] = (loss * samples, correct, samples, asked)
-        self.sum_in_place(buffer, f"the gradient Allreduce of step {self.step + 1}")
+        self.sum_in_place(buffer, f"the gradient Allreduce of step {self.step}")
         offset = 0
         for p in params:
             if p.grad is not None:
@@ -278,7 +281,6 @@ class Communicator:
         run = checkpoint.current()
         if run is not None:           # Ctrl-C on any rank: every rank saves and stops here
             run.interrupt = interrupts > 0
-        self.step += 1
         self.stats["steps"] += 1
         self.stats["gradient_bytes"] += buffer.nbytes
         self.stats["gradient_seconds"] += time.perf_counter() - start
@@ -299,7 +301,7 @@ class Communicator:
         """A chunk of this rank's dense gradient G @ X.T, summed over the ranks (RigL growth)."""
         start = time.perf_counter()
         chunk = np.ascontiguousarray(chunk * chunk.dtype.type(self.share))
-        self.sum_in_place(chunk, f"the growth-score Allreduce after step {self.step}")
+        self.sum_in_place(chunk, f"the growth-score Allreduce of step {self.step}")
         self.stats["growth_bytes"] += chunk.nbytes
         self.stats["growth_seconds"] += time.perf_counter() - start
         return chunk
@@ -312,15 +314,16 @@ class Communicator:
         self._wait(self.comm.Iallgather(mine, everyone),
                    f"the topology check after step {self.step}")
         self.stats["check_seconds"] += time.perf_counter() - start
-        names = [name for name, m in model.named_modules() if hasattr(m, "set_topology")]
+        from .nn.sparse_layers import _SparseLayer
+        names = [name for name, m in model.named_modules() if isinstance(m, _SparseLayer)]
         for rank in range(1, self.size):
             for layer, (ours, theirs) in enumerate(zip(everyone[0], everyone[rank])):
                 if (ours != theirs).any():
-                    what = "topology" if ours[0] != theirs[0] else "weights"
+                    what = "topology (mask)" if ours[0] != theirs[0] else "weights"
                     raise DistributedError(
-                        f"after step {self.step} the {what} of layer {names[layer]!r} differ "
-                        f"between rank 0 and rank {rank}: the replicas drifted apart (a "
-                        "different MPI reduction order, or a rank started differently)")
+                        f"after step {self.step} layer {names[layer]!r} has another {what} on "
+                        f"rank {rank} than on rank 0: the replicas drifted apart (a different "
+                        "MPI reduction order, or a rank started differently)")
 
     def describe(self) -> dict:
         """For the run record: ranks, threads and what the collectives cost on this rank."""

@@ -104,7 +104,7 @@ def command(args, config, body, outputs):
             checkpointer = shared_checkpointer(comm, args, outputs, scratch)
             if lead:
                 print(f"distributed: {comm.size} ranks ({comm.local_size} on this machine, "
-                      f"{config.threads} threads each), global batch {config.batch_size}",
+                      f"{config.threads} thread(s) each), global batch {config.batch_size}",
                       flush=True)
             body(args, config, checkpointer, log=print if lead else _quiet, lead=lead)
     except COLLECTIVE:                         # every rank has it: rank 0 tells, all stop

@@ -197,7 +197,7 @@ def fit(model, optimizer, scheduler, method, loader, test_arrays, epochs, input_
             if max_steps is not None and loop.step >= max_steps:
                 break
             if comm is not None:                        # this rank's part of the batch
-                xb, yb = comm.local_batch(xb, yb)
+                xb, yb = comm.local_batch(xb, yb, loop.step + 1)
             xb, yb = backend.to_device(xb, device), backend.to_device(yb, device)
             logits = model(Tensor(xb))
             loss = cross_entropy(logits, yb)

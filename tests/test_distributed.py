@@ -24,12 +24,15 @@ import pytest
 from sparsenet import cli, io
 from sparsenet.distributed import data_summary, differences, topology_checksums
 
-MPIEXEC = Path(sys.executable).parent / "mpiexec"
+MPIEXEC = Path(sys.executable).parent / "mpiexec"     # the mpich wheel puts it beside python
 try:
     import mpi4py  # noqa: F401
     HAVE_MPI = MPIEXEC.exists() or shutil.which("mpiexec") is not None
 except ImportError:
     HAVE_MPI = False
+if not HAVE_MPI and os.environ.get("SPARSENET_REQUIRE_MPI"):   # `make test` installs the extra
+    raise RuntimeError("SPARSENET_REQUIRE_MPI is set but mpi4py or mpiexec is missing: "
+                       "pip install -e '.[mpi]' (mpi4py and the mpich wheel)")
 needs_mpi = pytest.mark.skipif(not HAVE_MPI, reason="the mpi extra is not installed "
                                "(pip install -e '.[mpi]': mpi4py and the mpich wheel)")
 
@@ -41,8 +44,8 @@ RUNS = {          # dense; SET (shared random stream); RigL with uneven parts (2
     "rigl": ["--method", "rigl", "--sparsity", "0.8", "--opt", "delta_t=2", "--opt",
              "chunk_rows=4", "--batch-size", "249"],
 }
-TIMINGS = {"seconds", "train_seconds", "peak_rss_bytes", "samples_per_second", "resumed_from",
-           "threads", "distributed"}
+TIMINGS = {"seconds", "train_seconds", "build_seconds", "peak_rss_bytes", "samples_per_second",
+           "resumed_from", "threads", "distributed"}
 
 # Runs under mpiexec: each argument is a JSON list of `sparsenet` argvs, run in turn. Rank 1
 # can be sent a signal during step k (SPARSENET_TEST_SIGNAL=SIGINT:k: Ctrl-C; SIGSTOP: it hangs;
@@ -68,6 +71,25 @@ CHILD = textwrap.dedent("""
         return after_backward(self, step)
 
     base.Method.after_backward = pressed
+    if rank == 1 and os.environ.get("SPARSENET_TEST_DRIFT"):      # rank 1's mask drifts once
+        from sparsenet import distributed
+        check_topology = distributed.Communicator.check_topology
+
+        def drifted(self, model):
+            if not count[1:]:                 # move row 0's first connection to a free column
+                count.append(1)
+                import numpy as np
+                from sparsenet.sparse import CSR
+                w = model[1].weight                        # the first sparse layer's
+                row = w.indices[w.indptr[0]:w.indptr[1]]
+                free = np.setdiff1d(np.arange(w.shape[1]), row)[0]
+                indices = w.indices.copy()
+                indices[:row.size] = np.sort(np.append(row[1:], free))
+                model[1].set_topology(CSR(w.indptr, indices, w.values.copy(), w.shape),
+                                      np.arange(w.nnz))
+            return check_topology(self, model)
+
+        distributed.Communicator.check_topology = drifted
     for argv in sys.argv[1:]:
         code = cli.main(json.loads(argv))
         if code:
@@ -139,6 +161,8 @@ def jobs(tmp_path_factory):
     dense = BASE + RUNS["dense"]
     specs["config"] = (None, [(1, rank_command(dense)),
                               (1, rank_command([a if a != "250" else "125" for a in dense]))], {})
+    drift = BASE + RUNS["set"]
+    specs["drift"] = (None, [(2, rank_command(drift))], {"SPARSENET_TEST_DRIFT": "1"})
     specs["version"] = (None, [(2, rank_command(dense))], {"SPARSENET_TEST_VERSION": "0.0.1"})
     data = tmp_path_factory.mktemp("data")
     bundled = Path(cli.__file__).parent / "data" / "bundled"
@@ -233,6 +257,32 @@ def test_mpi_timeout_is_for_distributed_runs(capsys):
     assert "--mpi-timeout is for --distributed runs" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("bad", ["0", "-1", "nan", "inf", "soon"])
+def test_a_bad_mpi_timeout_is_refused_before_mpi_starts(bad, capsys):
+    with pytest.raises(SystemExit) as stop:
+        cli.main(BASE + ["--distributed", "--mpi-timeout", bad])
+    assert stop.value.code == 2
+    err = capsys.readouterr().err
+    assert "--mpi-timeout" in err and "seconds" in err and "Traceback" not in err
+
+
+def test_at_99_percent_sparsity_the_reduced_buffer_is_under_a_fiftieth_of_dense():
+    # what after_backward sums: every parameter's gradient (the stored values of a sparse
+    # layer) and 4 counters; the 2-rank runs below check it is what was sent
+    from sparsenet.algorithms import get_method
+    from sparsenet.nn import build_model
+    from sparsenet.nn.models import architecture, weight_shapes
+
+    def buffer_bytes(model):
+        return 4 * (sum(p.data.size for p in model.parameters()) + 4)
+
+    dense = build_model("lenet300", input_shape=(1, 28, 28), num_classes=10)
+    options = get_method("rigl", sparsity=0.99).build_options(
+        weight_shapes(architecture("lenet300", (1, 28, 28), 10)))
+    sparse = build_model("lenet300", input_shape=(1, 28, 28), num_classes=10, **options)
+    assert buffer_bytes(sparse) <= buffer_bytes(dense) / 50
+
+
 # ----- two ranks on loopback -----------------------------------------------------------------
 @needs_mpi
 @pytest.mark.parametrize("name", list(RUNS))
@@ -295,6 +345,17 @@ def test_ranks_started_differently_are_refused_naming_the_difference(name, expec
     lines = [line for line in err.splitlines() if line.strip()]
     assert len(lines) == 1 and lines[0].startswith("sparsenet train: error: "), err
     assert expected in lines[0]
+
+
+@needs_mpi
+def test_a_rank_whose_mask_drifts_is_caught_at_the_next_topology_check(jobs):
+    # SET updates at step 2 (delta_t=2); rank 1 changes one column index just before the check
+    _, code, out, err = finish(jobs, "drift")
+    assert code == 2, err
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert lines == ["sparsenet train: error: after step 2 layer '1' has another topology "
+                     "(mask) on rank 1 than on rank 0: the replicas drifted apart (a different "
+                     "MPI reduction order, or a rank started differently)"], err
 
 
 @needs_mpi
