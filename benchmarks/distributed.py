@@ -268,9 +268,9 @@ def main():
     projected = project(measured, counted)
     table = tables(measured, counted, projected)
     print(table)
-    if not args.quick:
-        write_record("distributed", {"measured": measured, "counted": counted,
-                                     "projected": projected}, table)
+    path = write_record("distributed", measured, table, quick=args.quick,
+                        extra={"counted": counted, "projected": projected})
+    print(f"record: {path}")
 
 
 if __name__ == "__main__":
