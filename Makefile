@@ -19,7 +19,7 @@ demo: $(STAMP)
 	$(VENV)/bin/sparsenet demo
 
 test: $(STAMP)
-	$(PY) -m pytest
+	SPARSENET_REQUIRE_MPI=1 $(PY) -m pytest
 
 bench: $(STAMP)
 	$(PY) benchmarks/train_speed.py
