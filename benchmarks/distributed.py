@@ -46,6 +46,8 @@ SPARSITIES = [0.0, 0.5, 0.8, 0.9, 0.95, 0.98, 0.99, 0.995]
 DELTA_T, T_END = 100, 0.75                         # RigL's defaults: growth summed this often
 LINKS = {"10 Gb/s": (10e9 / 8, 25e-6), "100 Gb/s": (100e9 / 8, 3e-6)}   # bytes/s, latency
 RANKS = [8, 64]
+COUNTED_TITLE = ("## Counted: bytes per step (float32), sparse against dense, and WASAP-SGD's "
+                 "pickled messages for the same network\n\n")
 
 
 # ----- 1. measured: one epoch per configuration, on every rank ----------------------------------
@@ -215,6 +217,19 @@ def project(measured, counted) -> list:
     return rows
 
 
+def counted_table(counted) -> str:
+    """Part 2 and 3 as a markdown table."""
+    return markdown_table(
+        ["model", "sparsity", "bytes reduced/step", "of dense", "RigL growth bytes/update",
+         "growth bytes/step (ΔT 100)", "WASAP up (pickled)", "WASAP down (pickled)",
+         "WASAP pickle+unpickle ms"],
+        [[c["model"], c["sparsity"], f"{c['gradient_bytes']:,}",
+          f"1/{1 / c['relative_to_dense']:.1f}" if c["sparsity"] else "1",
+          f"{c['growth_bytes_per_update']:,}", f"{c['growth_bytes_per_step']:,.0f}",
+          f"{c['wasap_update_bytes']:,}", f"{c['wasap_weights_bytes']:,}",
+          f"{1e3 * c['wasap_pickle_seconds']:.2f}"] for c in counted])
+
+
 def tables(measured, counted, projected) -> str:
     ranks = {0: "1 process, no MPI", 1: "1 rank", 2: "2 ranks"}
     t1 = markdown_table(
@@ -224,15 +239,7 @@ def tables(measured, counted, projected) -> str:
           f"{1e3 * m['step_seconds']:.2f}", f"{1e3 * m['compute_seconds']:.2f}",
           f"{1e3 * m['communication_seconds']:.2f}", f"{m['gradient_bytes_per_step']:,.0f}"]
          for m in measured])
-    t2 = markdown_table(
-        ["model", "sparsity", "bytes reduced/step", "of dense", "RigL growth bytes/update",
-         "growth bytes/step (ΔT 100)", "WASAP up (pickled)", "WASAP down (pickled)",
-         "WASAP pickle+unpickle ms"],
-        [[c["model"], c["sparsity"], f"{c['gradient_bytes']:,}",
-          f"1/{1 / c['relative_to_dense']:.0f}" if c["sparsity"] else "1",
-          f"{c['growth_bytes_per_update']:,}", f"{c['growth_bytes_per_step']:,.0f}",
-          f"{c['wasap_update_bytes']:,}", f"{c['wasap_weights_bytes']:,}",
-          f"{1e3 * c['wasap_pickle_seconds']:.2f}"] for c in counted])
+    t2 = counted_table(counted)
     t3 = markdown_table(
         ["model", "method", "sparsity", "link", "ranks", "compute ms (measured, 1 rank)",
          "Allreduce ms (projected)", "efficiency (projected)", "WASAP-SGD master (projected)"],
@@ -242,8 +249,7 @@ def tables(measured, counted, projected) -> str:
          for p in projected])
     return ("## Measured here: time per step (one epoch of the subset, global batch 128, "
             "median of repeats; shared 2-core machine)\n\n" + t1 +
-            "\n\n## Counted: bytes per step (float32), sparse against dense, and WASAP-SGD's "
-            "pickled messages for the same network\n\n" + t2 +
+            "\n\n" + COUNTED_TITLE + t2 +
             "\n\n## PROJECTED (a cost model, not a measurement): weak scaling at 128 samples "
             "per rank; ring Allreduce at the full link rate, latency 25 µs (10 Gb/s Ethernet) "
             "or 3 µs (100 Gb/s); WASAP-SGD's master serving every worker in turn\n\n" + t3)
@@ -253,10 +259,19 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="two configurations, one repeat")
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--counted-only", action="store_true",
+                        help="part 2 and 3 alone (no training, no projection) for lenet300 and "
+                             "the 1000-wide MLP: record distributed-counted")
     parser.add_argument("--worker", metavar="OUT", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
         return worker(args.worker, args.repeats, args.quick)
+    if args.counted_only:
+        counted = count(COUNTED_MODELS[:2])
+        table = COUNTED_TITLE + counted_table(counted)
+        print(table)
+        print(f"record: {write_record('distributed-counted', counted, table, quick=args.quick)}")
+        return
     repeats = 1 if args.quick else args.repeats
     measured = measure(repeats, args.quick)
     counted = count(COUNTED_MODELS[:1] if args.quick else COUNTED_MODELS)
