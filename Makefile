@@ -12,14 +12,14 @@ venv: $(STAMP)
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e ".[dev]"
+	$(PY) -m pip install --quiet -e ".[dev,mpi]"
 	touch $(STAMP)
 
 demo: $(STAMP)
 	$(VENV)/bin/sparsenet demo
 
 test: $(STAMP)
-	$(PY) -m pytest
+	SPARSENET_REQUIRE_MPI=1 $(PY) -m pytest
 
 bench: $(STAMP)
 	$(PY) benchmarks/train_speed.py

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import sys
 import warnings
@@ -183,6 +184,17 @@ def _positive_steps(text):
     return value
 
 
+def _positive_seconds(text):
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of seconds, got {text!r}") from None
+    if not (math.isfinite(value) and value > 0):
+        raise argparse.ArgumentTypeError(f"expected a positive, finite number of seconds, "
+                                         f"got {text}")
+    return value
+
+
 def train_outputs(args):
     """Check every destination before training (one clear error, exit 2); the checkpointer."""
     from .checkpoint import Checkpointer
@@ -223,13 +235,25 @@ def write_outputs(args, model, record):
 
 
 def cmd_train(args):
+    config = config_from_args(args)
+    if args.mpi_timeout is not None and not args.distributed:
+        raise ValueError("--mpi-timeout is for --distributed runs")
+    if args.distributed:            # this process is one rank of an MPI job (distributed_run.py)
+        from .distributed_run import command
+        return command(args, config, train_and_write, train_outputs)
+    train_and_write(args, config, train_outputs(args))
+
+
+def train_and_write(args, config, checkpointer, log=print, lead=True):
+    """Train, print the summary and write the outputs; `lead=False` (a distributed run's
+    ranks other than 0) trains in step and neither prints nor writes."""
     from .checkpoint import Interrupted
     from .train import train_model
-    config = config_from_args(args)
-    checkpointer = train_outputs(args)
     try:
-        model, record = train_model(config, checkpointer=checkpointer)
+        model, record = train_model(config, log=log, checkpointer=checkpointer)
     except KeyboardInterrupt as stop:
+        if not lead:
+            raise SystemExit(130) from None
         if isinstance(stop, Interrupted):
             message = str(stop)
         elif checkpointer is not None and checkpointer.saved_steps is not None:
@@ -240,8 +264,9 @@ def cmd_train(args):
             message = "interrupted; nothing was saved (--checkpoint DIR keeps a run)"
         print(f"sparsenet train: {message}", file=sys.stderr)
         raise SystemExit(130) from None
-    print(summary_line(record))
-    write_outputs(args, model, record)
+    if lead:
+        print(summary_line(record))
+        write_outputs(args, model, record)
 
 
 def cmd_demo(args):
@@ -378,6 +403,12 @@ def build_parser():
                    help="also save every N steps")
     p.add_argument("--resume", metavar="DIR",
                    help="continue the run saved in DIR (same settings), checkpointing there")
+    p.add_argument("--distributed", action="store_true",
+                   help="data-parallel over the ranks of an MPI job: mpiexec -n N sparsenet "
+                        "train ... --distributed (needs the mpi extra)")
+    p.add_argument("--mpi-timeout", type=_positive_seconds, default=None, metavar="SECONDS",
+                   help="with --distributed: how long a rank waits for the others in one "
+                        "collective before it ends the job (default 300)")
     p.set_defaults(func=cmd_train)
 
     p = command("methods", "every method's options, with their defaults and sources")

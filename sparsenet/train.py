@@ -17,7 +17,7 @@ import warnings
 import numpy as np
 from tqdm.auto import tqdm
 
-from . import backend, checkpoint, metrics, optim, threads
+from . import backend, checkpoint, distributed, metrics, optim, threads
 from .checkpoint import LoopState
 from .data import BatchLoader, load_dataset, to_float
 from .guards import (Arrays, check_arrays, make_method, non_finite_loss, num_classes_of,
@@ -155,6 +155,13 @@ def versions() -> dict:
     return out
 
 
+def check_loss(loss_value, xb, model, optimizer, step, epoch, scheduler):
+    """Stop before the step spreads a loss that is no longer finite (saying why, if it can)."""
+    if not np.isfinite(loss_value):
+        raise FloatingPointError(non_finite_loss(loss_value, xb, model, optimizer, step, epoch,
+                                                 scheduler.get_lr()))
+
+
 def fit(model, optimizer, scheduler, method, loader, test_arrays, epochs, input_shape,
         device="cpu", progress=True, log=print, penalty=None, max_steps=None, probe=False,
         checkpoint=None):
@@ -171,9 +178,12 @@ def fit(model, optimizer, scheduler, method, loader, test_arrays, epochs, input_
     """
     if penalty:
         from .algorithms.regularization import regularize
+    comm = distributed.current()    # data-parallel over MPI ranks (distributed.py), or None
     positions = metrics.layer_positions(model, input_shape)
     fwd_sparse, fwd_dense = metrics.forward_flops(model, positions)
     loop = (checkpoint.position() if checkpoint else None) or LoopState(order=loader.epoch)
+    if comm is not None and loop.step == 0:     # work done before training (pruning-at-init
+        loop.train_flops += method.extra_flops()    # scores), so steps count only their own
     progress = progress and stderr_is_terminal()    # a log file gets no bar (~55 KB per epoch)
     while loop.epoch <= epochs:
         epoch = loop.epoch
@@ -186,15 +196,22 @@ def fit(model, optimizer, scheduler, method, loader, test_arrays, epochs, input_
         for xb, yb in bar:
             if max_steps is not None and loop.step >= max_steps:
                 break
+            if comm is not None:                        # this rank's part of the batch
+                xb, yb = comm.local_batch(xb, yb, loop.step + 1)
             xb, yb = backend.to_device(xb, device), backend.to_device(yb, device)
             logits = model(Tensor(xb))
             loss = cross_entropy(logits, yb)
-            loss_value = loss.item()
-            if not np.isfinite(loss_value):            # stop before the step spreads it
-                raise FloatingPointError(non_finite_loss(loss_value, xb, model, optimizer,
-                                                         loop.step, epoch, scheduler.get_lr()))
+            loss_value, samples = loss.item(), len(yb)
+            correct = int((backend.to_numpy(logits.data).argmax(axis=1)
+                           == backend.to_numpy(yb)).sum())
+            if comm is None:                           # stop before the step spreads it
+                check_loss(loss_value, xb, model, optimizer, loop.step, epoch, scheduler)
             optimizer.zero_grad()
             loss.backward()
+            if comm is not None:     # the whole batch's gradients, loss and counts, on every rank
+                loss_value, samples, correct = comm.after_backward(model, loss_value, samples,
+                                                                   correct)
+                check_loss(loss_value, xb, model, optimizer, loop.step, epoch, scheduler)
             if penalty:
                 regularize(model, **penalty)
             method.after_backward(loop.step)
@@ -203,14 +220,18 @@ def fit(model, optimizer, scheduler, method, loader, test_arrays, epochs, input_
             scheduler.step()
             if method.topology_changed():
                 fwd_sparse, _ = metrics.forward_flops(model, positions)
-            loop.train_flops += 3 * fwd_sparse * len(yb) + method.extra_flops()
-            loop.dense_flops += 3 * fwd_dense * len(yb)
+                if comm is not None:                    # every rank's topology the same?
+                    comm.check_topology(model)
+            extra = method.extra_flops()
+            if comm is not None:                 # this rank's part of the batch: the batch's
+                extra /= comm.share
+            loop.train_flops += 3 * fwd_sparse * samples + extra
+            loop.dense_flops += 3 * fwd_dense * samples
             loop.step += 1
             loop.batch += 1
-            loop.seen += len(yb)
-            loop.loss_sum += loss_value * len(yb)
-            loop.correct += int((backend.to_numpy(logits.data).argmax(axis=1)
-                                 == backend.to_numpy(yb)).sum())
+            loop.seen += samples
+            loop.loss_sum += loss_value * samples
+            loop.correct += correct
             now = time.perf_counter()
             loop.seconds = now - t0
             if progress and now - shown > 0.5:          # formatting every step costs time
@@ -368,12 +389,18 @@ def train_model(config: TrainConfig, log=print, model=None, data=None, checkpoin
     data = data or load_arrays(config.data, config.dataset)
     if config.val:
         data = split_validation(data, config.val)
+    comm = distributed.current()
+    if comm is not None:            # every rank started alike (versions, settings, data)?
+        comm.check_same_run(config, data)
     if checkpointer is None:
-        return _train(config, method, log, model, data)
-    with checkpointer.running(config, data):
         model, record = _train(config, method, log, model, data)
-    if checkpointer.resumed_from:
-        record["resumed_from"] = checkpointer.resumed_from      # timings cover the last part only
+    else:
+        with checkpointer.running(config, data):
+            model, record = _train(config, method, log, model, data)
+        if checkpointer.resumed_from:
+            record["resumed_from"] = checkpointer.resumed_from  # timings cover the last part only
+    if comm is not None:
+        record["distributed"] = comm.describe()
     return model, record
 
 

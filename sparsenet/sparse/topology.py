@@ -242,14 +242,29 @@ def topk_empty_units(weight, score_rows, k, dropped=None, chunk_rows=256):
     return keys // grid_cols, keys % grid_cols, scores
 
 
+# Data-parallel training (sparsenet/distributed.py) sets this to a function that sums a chunk of
+# G @ X.T over the processes: each holds its part of the batch, and the batch's gradient is the
+# sum of the parts' (exact, and one chunk in memory), so the top-k sees the whole batch's.
+_sum_chunk_across = None
+
+
+def sum_chunks_with(reduce):
+    """Have `dense_grad_topk` pass every chunk of G @ X.T through `reduce` (None: stop)."""
+    global _sum_chunk_across
+    _sum_chunk_across = reduce
+
+
 def dense_grad_topk(weight, G, X, k, dropped=None, chunk_rows=256):
     """RigL's growth rule: the empty units where |dL/dW| = |G @ X.T| is largest (per block:
     its L2 norm), G (n_rows, batch) and X (n_cols, batch) feature-major, never forming the
     whole dense gradient. CSR with a single k runs the kernel; the rest share one chunked path
     with the same tie rule, so CSR and Masked choose the same positions. On a GPU the products
-    run there; the chosen units come back to the host, where the topology is edited."""
+    run there; the chosen units come back to the host, where the topology is edited. Under
+    data-parallel training every chunk is summed over the processes (`sum_chunks_with`, on the
+    host) before its top-k."""
     from .base import kernels_for
-    if weight.format == "csr" and isinstance(check_grow_counts(weight, k), int):
+    reduce = _sum_chunk_across
+    if reduce is None and weight.format == "csr" and isinstance(check_grow_counts(weight, k), int):
         rows, cols = occupied_units(weight, dropped)
         indptr = np.concatenate([[0], np.cumsum(np.bincount(rows, minlength=weight.shape[0]))])
         k = check_grow_counts(weight, k)
@@ -263,7 +278,10 @@ def dense_grad_topk(weight, G, X, k, dropped=None, chunk_rows=256):
     bs = weight.block_size if weight.format == "block" else 1
 
     def score_rows(r0, r1):
-        dense = backend.to_numpy(abs(G[r0 * bs:r1 * bs] @ X.T))   # (rows of the chunk, n_cols)
+        grad = G[r0 * bs:r1 * bs] @ X.T                            # (rows of the chunk, n_cols)
+        if reduce is not None:                      # the whole batch's chunk, summed over ranks
+            grad = reduce(backend.to_numpy(grad))
+        dense = backend.to_numpy(abs(grad))
         if bs == 1:
             return dense
         tiles = dense.reshape(r1 - r0, bs, -1, bs)
