@@ -12,6 +12,7 @@ from .conv import col2im, im2col
 from .convert import (bsr_from_dense, bsr_to_dense, csr_from_dense, csr_to_dense,
                       nm_from_dense, nm_to_dense)
 from .csr import csr_sddmm, csr_spmm, csr_spmm_t, csr_to_csc
+from .moe import moe_combine, moe_combine_weight_grad, moe_dispatch, moe_plan
 from .nm import nm_sddmm, nm_spmm, nm_spmm_t
 from .topk import dense_grad_topk, topk_flat, topk_per_group, topk_per_row
 
@@ -23,6 +24,7 @@ KERNELS = (
     "nm_from_dense", "nm_to_dense",
     "topk_per_row", "topk_per_group", "topk_flat", "dense_grad_topk",
     "im2col", "col2im",
+    "moe_plan", "moe_dispatch", "moe_combine", "moe_combine_weight_grad",
 )
 
 __all__ = list(KERNELS) + ["check_csr", "check_bsr", "check_nm", "KERNELS"]
