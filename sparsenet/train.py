@@ -51,6 +51,7 @@ class TrainConfig:
     group_lasso: float = 0.0
     groups: str = "rows"            # rows | columns | blocks (group lasso)
     val: int = 0                    # hold out this many training images and evaluate on them
+    steps: int = 0                  # language models: training steps (0: epochs decide)
 
     def validate(self):
         if self.epochs <= 0:
@@ -66,6 +67,9 @@ class TrainConfig:
         if isinstance(self.val, bool) or not isinstance(self.val, (int, np.integer)) or self.val < 0:
             raise ValueError(f"val (validation images held out) must be an integer >= 0, "
                              f"got {self.val!r}")
+        if isinstance(self.steps, bool) or not isinstance(self.steps, (int, np.integer)) \
+                or self.steps < 0:
+            raise ValueError(f"steps must be an integer >= 0, got {self.steps!r}")
         if self.schedule not in ("cosine", "step", "constant"):
             raise ValueError(f"schedule must be cosine, step or constant, got {self.schedule!r}")
         from .algorithms.regularization import check_options
@@ -299,6 +303,10 @@ def train_model(config: TrainConfig, log=print, model=None, data=None):
     """
     config.validate()
     manual_seed(config.seed)
+    from .train_lm import is_language_model      # text and transformers: their own loop
+    if is_language_model(config):
+        from .train_lm import train_language_model
+        return train_language_model(config, log=log, model=model, corpus=data)
     data = data or load_arrays(config.data, config.dataset)
     if config.val:
         data = split_validation(data, config.val)

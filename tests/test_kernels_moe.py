@@ -139,3 +139,46 @@ def test_bad_arguments_are_rejected_with_their_names(backend):
         backend.moe_combine(np.ones((4, 5)), position, w, np.empty((2, 4)))
     with pytest.raises(ValueError, match="y"):
         backend.moe_combine_weight_grad(x, np.ones((4, 4)), position, np.empty((2, 2)))
+
+
+def test_the_parallel_path_gives_the_serial_results(monkeypatch):
+    from sparsenet.kernels.cpu import moe
+    rng = np.random.default_rng(1)
+    expert_index = routing(rng, 50, 2, 5)
+    position, offsets = plan(cpu, expert_index, 5, 15)
+    rows = int(offsets[-1])
+    x, w = ints(rng, (50, 7), np.float64), ints(rng, (50, 2), np.float64)
+    y, g = ints(rng, (rows, 7), np.float64), ints(rng, (50, 7), np.float64)
+
+    def all_three():
+        return (cpu.moe_dispatch(x, position, w, np.empty((rows, 7))),
+                cpu.moe_combine(y, position, w, np.empty((50, 7))),
+                cpu.moe_combine_weight_grad(g, y, position, np.empty((50, 2))))
+    serial = all_three()
+    monkeypatch.setattr(moe, "PARALLEL_MIN_WORK", 0)
+    for a, b in zip(serial, all_three()):
+        assert_same(a, b)
+
+
+NO_JIT = r"""
+import numpy as np
+from sparsenet.kernels import cpu, reference as ref
+idx = np.array([[0, 1], [1, 2], [1, 0]], np.int64)
+p, o = cpu.moe_plan(idx, 3, 2, np.empty((3, 2), np.int64), np.empty(4, np.int64))
+x, w = np.arange(6.0).reshape(3, 2), np.ones((3, 2))
+d = cpu.moe_dispatch(x, p, w, np.empty((int(o[-1]), 2)))
+assert np.array_equal(d, ref.moe_dispatch(x, p, w, np.empty((int(o[-1]), 2))))
+assert np.array_equal(cpu.moe_combine(d, p, w, np.empty((3, 2))), ref.moe_combine(d, p, w, np.empty((3, 2))))
+print("ok")
+"""
+
+
+def test_moe_kernels_run_as_plain_python_without_jit():
+    import os
+    import subprocess
+    import sys
+    env = dict(os.environ, NUMBA_DISABLE_JIT="1")
+    result = subprocess.run([sys.executable, "-c", NO_JIT], env=env, capture_output=True,
+                            text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "ok"

@@ -17,12 +17,13 @@ forward scatter-back with the gate weights; its gradients are dispatch (for y, w
 gates) and combine_weight_grad (for the gates).
 
 Parallel strategy: the plan is one sequential pass (its order is the routing priority, see
-the reference); the others split tokens across threads, and every output row is written by one
-thread (positions are distinct), so results do not depend on the thread count.
+the reference); the others split tokens into one contiguous range per thread when the work is
+large enough (PARALLEL_MIN_WORK), and every output row is written by one thread (positions are
+distinct), so results do not depend on the thread count.
 """
 
 import numpy as np
-from numba import njit, prange
+from numba import get_num_threads, njit, prange
 
 from . import moe_args as args
 from .micro import dot
@@ -50,11 +51,16 @@ def _plan(expert_index, n_experts, capacity, position, offsets):
                 position[t, s] = -1
 
 
-@njit(parallel=True, cache=True)
-def _dispatch(x, position, weights, out):
-    for r in prange(out.shape[0]):
-        out[r, :] = 0
-    for t in prange(x.shape[0]):
+# Each kernel is a serial loop over a range of tokens, and a parallel driver that hands one
+# range to each thread. The data moved per token is small (k rows of `width` numbers), so below
+# PARALLEL_MIN_WORK numbers the serial loop runs alone: handing microseconds of copying to
+# threads costs more than it saves, and on a shared machine a descheduled thread stalls all.
+PARALLEL_MIN_WORK = 1 << 20
+
+
+@njit(cache=True)
+def _dispatch_range(x, position, weights, out, t0, t1):
+    for t in range(t0, t1):
         for s in range(position.shape[1]):
             r = position[t, s]
             if r >= 0:
@@ -63,9 +69,9 @@ def _dispatch(x, position, weights, out):
                     out[r, j] = w * x[t, j]
 
 
-@njit(parallel=True, cache=True)
-def _combine(y, position, weights, out):
-    for t in prange(out.shape[0]):
+@njit(cache=True)
+def _combine_range(y, position, weights, out, t0, t1):
+    for t in range(t0, t1):
         o = out[t]
         o[:] = 0
         for s in range(position.shape[1]):
@@ -76,12 +82,38 @@ def _combine(y, position, weights, out):
                     o[j] += w * y[r, j]
 
 
-@njit(parallel=True, cache=True)
-def _weight_grad(g, y, position, out):
-    for t in prange(g.shape[0]):
+@njit(cache=True)
+def _weight_grad_range(g, y, position, out, t0, t1):
+    for t in range(t0, t1):
         for s in range(position.shape[1]):
             r = position[t, s]
             out[t, s] = dot(g[t], y[r]) if r >= 0 else 0
+
+
+@njit(parallel=True, cache=True)
+def _dispatch_parallel(x, position, weights, out, n_parts):
+    bounds = np.linspace(0, x.shape[0], n_parts + 1).astype(np.int64)
+    for p in prange(n_parts):
+        _dispatch_range(x, position, weights, out, bounds[p], bounds[p + 1])
+
+
+@njit(parallel=True, cache=True)
+def _combine_parallel(y, position, weights, out, n_parts):
+    bounds = np.linspace(0, out.shape[0], n_parts + 1).astype(np.int64)
+    for p in prange(n_parts):
+        _combine_range(y, position, weights, out, bounds[p], bounds[p + 1])
+
+
+@njit(parallel=True, cache=True)
+def _weight_grad_parallel(g, y, position, out, n_parts):
+    bounds = np.linspace(0, g.shape[0], n_parts + 1).astype(np.int64)
+    for p in prange(n_parts):
+        _weight_grad_range(g, y, position, out, bounds[p], bounds[p + 1])
+
+
+def _parts(n_tokens, k, width):
+    """How many ranges to split the tokens into: 1 (serial) for small work."""
+    return get_num_threads() if n_tokens * k * width >= PARALLEL_MIN_WORK else 1
 
 
 def moe_plan(expert_index, n_experts, capacity, position, offsets):
@@ -95,23 +127,39 @@ def moe_plan(expert_index, n_experts, capacity, position, offsets):
 
 def moe_dispatch(x, position, weights, out):
     """out[position[t, s]] = weights[t, s] * x[t]; rows no position names are 0."""
-    args.moe_dispatch(x, position, weights, out)
+    n, k, width = args.moe_dispatch(x, position, weights, out)
     buf = out_buffer(out)
-    _dispatch(contig(x), contig(position), contig(weights), buf)
+    buf[...] = 0
+    x, position, weights = contig(x), contig(position), contig(weights)
+    parts = _parts(n, k, width)
+    if parts == 1:
+        _dispatch_range(x, position, weights, buf, 0, n)
+    else:
+        _dispatch_parallel(x, position, weights, buf, parts)
     return finish(out, buf)
 
 
 def moe_combine(y, position, weights, out):
     """out[t] = sum over choices s kept (position >= 0) of weights[t, s] * y[position[t, s]]."""
-    args.moe_combine(y, position, weights, out)
+    n, k, width = args.moe_combine(y, position, weights, out)
     buf = out_buffer(out)
-    _combine(contig(y), contig(position), contig(weights), buf)
+    y, position, weights = contig(y), contig(position), contig(weights)
+    parts = _parts(n, k, width)
+    if parts == 1:
+        _combine_range(y, position, weights, buf, 0, n)
+    else:
+        _combine_parallel(y, position, weights, buf, parts)
     return finish(out, buf)
 
 
 def moe_combine_weight_grad(g, y, position, out):
     """out[t, s] = dot(g[t], y[position[t, s]]), 0 for a dropped choice."""
-    args.moe_combine_weight_grad(g, y, position, out)
+    n, k, width = args.moe_combine_weight_grad(g, y, position, out)
     buf = out_buffer(out)
-    _weight_grad(contig(g), contig(y), contig(position), buf)
+    g, y, position = contig(g), contig(y), contig(position)
+    parts = _parts(n, k, width)
+    if parts == 1:
+        _weight_grad_range(g, y, position, buf, 0, n)
+    else:
+        _weight_grad_parallel(g, y, position, buf, parts)
     return finish(out, buf)

@@ -7,6 +7,8 @@
   Figure 2): 3x3 convolutions with 64, 64 | 128, 128 | 256, 256 filters, a 2x2 max-pool after
   each pair, then fully connected 256-256-10.
 - `mlp:784-4096-4096-10`: any stack of fully connected layers with ReLU between them.
+- `gpt:L4-D128-H4-T64` (and `...-E8-K2` with experts): a decoder-only transformer for
+  character-level text, `num_classes` being the vocabulary (see `sparsenet.nn.transformer`).
 """
 from __future__ import annotations
 
@@ -54,6 +56,9 @@ def build_model(spec: str, input_shape=(1, 28, 28), num_classes=10, rng=None) ->
         model = lenet5(channels, height, num_classes, rng=rng)
     elif spec in ("conv2", "conv4", "conv6"):
         model = lottery_convnet(int(spec[-1]) // 2, channels, height, num_classes, rng=rng)
+    elif spec.startswith("gpt:"):
+        from .transformer import build_gpt
+        model = build_gpt(spec, vocabulary=num_classes, rng=rng)
     elif spec.startswith("mlp:"):
         try:
             sizes = [int(s) for s in spec[4:].split("-")]
@@ -66,7 +71,7 @@ def build_model(spec: str, input_shape=(1, 28, 28), num_classes=10, rng=None) ->
                              f"{channels * height * width}")
         model = mlp(sizes, rng=rng)
     else:
-        raise ValueError(f"unknown model {spec!r}: expected one of {', '.join(NAMED)} "
-                         "or 'mlp:IN-H1-...-OUT'")
+        raise ValueError(f"unknown model {spec!r}: expected one of {', '.join(NAMED)}, "
+                         "'mlp:IN-H1-...-OUT' or 'gpt:L4-D128-H4-T64'")
     model.spec = spec
     return model

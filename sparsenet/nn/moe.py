@@ -93,16 +93,19 @@ class ExpertLinear(Function):
         self.buffer, self.weight, self.offsets = buffer, weight, offsets
         out = np.empty((buffer.shape[0], weight.shape[1]), dtype=buffer.dtype)
         for e, (a, b) in enumerate(zip(offsets[:-1], offsets[1:])):
-            out[a:b] = buffer[a:b] @ weight[e].T + bias[e]                 # (rows_e, out)
+            if b > a:                                                     # (rows_e, out)
+                np.matmul(buffer[a:b], weight[e].T, out=out[a:b])
+                out[a:b] += bias[e]
         return out
 
     def backward(self, g):
         gx, gw = np.empty_like(self.buffer), np.zeros_like(self.weight)
         gb = np.zeros((self.weight.shape[0], self.weight.shape[1]), dtype=g.dtype)
         for e, (a, b) in enumerate(zip(self.offsets[:-1], self.offsets[1:])):
-            gx[a:b] = g[a:b] @ self.weight[e]
-            gw[e] = g[a:b].T @ self.buffer[a:b]
-            gb[e] = g[a:b].sum(axis=0)
+            if b > a:
+                np.matmul(g[a:b], self.weight[e], out=gx[a:b])
+                np.matmul(g[a:b].T, self.buffer[a:b], out=gw[e])
+                g[a:b].sum(axis=0, out=gb[e])
         return gx, gw, gb, None
 
 
