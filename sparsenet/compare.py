@@ -114,6 +114,10 @@ def cmd_compare(args):
     args.sparsity = 0.0
     args.method = "dense"
     base = config_from_args(args)
+    from .data.text import TEXT_DATASETS
+    if base.dataset in TEXT_DATASETS or base.model.startswith("gpt:"):
+        raise ValueError("compare tabulates the accuracy of image classifiers; for language "
+                         "models run `sparsenet train` per method, or benchmarks/lm.py")
     records = run_grid(base, methods, sparsities, args.seeds, args.out)
     rows = summarize(records)
     dense = [r for r in rows if r["method"] == "dense"]
