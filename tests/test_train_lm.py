@@ -83,6 +83,7 @@ def test_evaluation_and_flops_helpers():
     (dict(dataset="shakespeare"), "needs a 'gpt:...' model"),
     (dict(TINY, steps=-1), "steps must be an integer >= 0"),
     (dict(TINY, method="lottery", sparsity=0.5), "several phases"),
+    (dict(TINY, device="cuda"), "train on the CPU"),
 ])
 def test_bad_configurations_are_clear_errors(fast_mode, config, words):
     with pytest.raises(ValueError, match=words):

@@ -19,8 +19,8 @@ near-equal weights (the paper's "sparse architecture divergence"). The reference
 in the backward of the masking function, exactly as here; the optimizer's own weight decay
 still acts on every weight.
 
-Defaults and sources: N:M = 2:4 (the paper's main setting, NVIDIA's sparse tensor cores);
-λ_W = 2e-4 (reference `decay = 0.0002`; the paper's Section 5 uses 0.0002 for 2:4 ResNets).
+Defaults and sources: N:M = 2:4 (the paper's main setting, what NVIDIA's sparse tensor cores
+run); λ_W = 2e-4 (the reference code's default, `decay = 0.0002` in `Sparse.forward`).
 Groups are M consecutive inputs of a row of the (out, in · kh · kw) weight, the engine's N:M
 format, so the trained pattern is exactly an `NM` weight; the reference groups a convolution's
 inputs by channel at each kernel position (NHWC), which is the same for linear layers. Ties
