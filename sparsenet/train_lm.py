@@ -78,8 +78,10 @@ def param_groups(model, weight_decay):
             {"params": [p for p in params if id(p) in no_decay], "weight_decay": 0.0}]
 
 
-def evaluate_bpc(model, tokens, context, max_characters=None, batch_size=64) -> float:
-    """Bits per character of `model` on consecutive windows of `tokens`, without a graph."""
+def evaluate_bpc(model, tokens, context, max_characters=None, batch_size=64, loads=None):
+    """Bits per character of `model` on consecutive windows of `tokens`, without a graph.
+    `loads`: a dict that collects, per MoE layer, the tokens routed to each expert in every
+    batch (evaluation routing: no noise)."""
     x, y = evaluation_windows(tokens, context, max_characters)
     was_training = model.training
     model.eval()
@@ -88,8 +90,25 @@ def evaluate_bpc(model, tokens, context, max_characters=None, batch_size=64) -> 
         for i in range(0, len(x), batch_size):
             loss = sequence_cross_entropy(model(x[i:i + batch_size]), y[i:i + batch_size])
             nats += loss.item() * y[i:i + batch_size].size
+            if loads is not None and isinstance(model, GPT):
+                for name, layer in model.moe_layers():
+                    loads.setdefault(name, []).append(layer.stats["load"])
     model.train(was_training)
     return nats / y.size / math.log(2)
+
+
+def validation_load(loads) -> dict:
+    """Expert load on evaluation text: per layer the summed counts, their max/mean, and the
+    mean over batches of each batch's max/mean (comparable to the training steps')."""
+    out = {}
+    for name, batches in loads.items():
+        counts = np.asarray(batches, dtype=np.float64)                    # (batches, experts)
+        total = counts.sum(axis=0)
+        out[name] = {"load": total.astype(int).tolist(),
+                     "load_max_mean": float(total.max() / total.mean()),
+                     "batch_load_max_mean": float((counts.max(axis=1) /
+                                                   counts.mean(axis=1)).mean())}
+    return out
 
 
 def flops_per_token(model) -> tuple:
@@ -215,7 +234,8 @@ def train_language_model(config, log=print, model=None, corpus=None):
     train_seconds = time.perf_counter() - start - eval_seconds
     final_chars = eval_chars if fast_mode() else None
     t_eval = time.perf_counter()
-    val_bpc = evaluate_bpc(model, corpus.valid, context, final_chars)
+    loads = {}
+    val_bpc = evaluate_bpc(model, corpus.valid, context, final_chars, loads=loads)
     test_bpc = evaluate_bpc(model, corpus.test, context, final_chars)
     eval_seconds += time.perf_counter() - t_eval
     fwd_sparse, fwd_dense = flops_per_token(model)
@@ -246,7 +266,7 @@ def train_language_model(config, log=print, model=None, corpus=None):
         "warmup_steps": warmup, "method_details": method.describe(), "versions": versions(),
     }
     if moe:
-        record["moe"] = dict(moe, summary=moe_summary(moe))
+        record["moe"] = dict(moe, summary=moe_summary(moe), validation_load=validation_load(loads))
     return model, record
 
 

@@ -51,6 +51,9 @@ def test_moe_runs_record_load_drops_and_losses_per_step(records):
     assert all(v >= 1 for v in per_step["load_max_mean"])
     assert moe["summary"]["dropped"]["mean"] == 0.0                  # dropless by default
     assert sum(moe["last_step_load"]["blocks.0.ffn"]) == 4 * 16 * 2   # tokens x k
+    evaluation = moe["validation_load"]["blocks.0.ffn"]
+    assert sum(evaluation["load"]) == 2 * (2048 // 16) * 16        # k x validation tokens
+    assert evaluation["load_max_mean"] >= 1 and evaluation["batch_load_max_mean"] >= 1
     moe_layer = [layer for layer in records[1]["layers"] if layer["type"] == "MoE"]
     assert moe_layer and moe_layer[0]["nnz"] == 4 * 2 * 16 * 32 + 2 * 4 * 16
 
