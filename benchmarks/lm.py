@@ -39,6 +39,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import statistics
 import subprocess
 import sys
@@ -89,6 +90,25 @@ def train(cells, seeds, steps, jobs):
                 todo.append((fields, options, path))
     print(f"{len(todo)} runs to do, {jobs} at once", flush=True)
     train_runs(todo, jobs)
+
+
+def compact(record) -> str:
+    """JSON with indent 1, but every list of plain numbers on one line: a record's per-step
+    arrays (2,000 steps x layers) would otherwise take a line per number."""
+    text = json.dumps(record, indent=1)
+    return re.sub(r"\[\s*(-?[\d.eE+-]+(?:,\s*-?[\d.eE+-]+)*)\s*\]",
+                  lambda m: "[" + ", ".join(v.strip() for v in m.group(1).split(",")) + "]", text)
+
+
+def compact_records():
+    for name in sorted(os.listdir(LM_DIR)) if os.path.isdir(LM_DIR) else []:
+        path = os.path.join(LM_DIR, name)
+        with open(path) as f:
+            text = f.read()
+        record = json.loads(text)
+        if compact(record) != text:
+            with open(path, "w") as f:
+                f.write(compact(record))
 
 
 def load_cells(seeds):
@@ -260,6 +280,7 @@ def goals(found, timing_rows):
 
 
 def write_table(seeds):
+    compact_records()
     found = load_cells(seeds)
     timing_path = os.path.join(RESULTS, "lm-timing.json")
     timing_rows = json.load(open(timing_path))["rows"] if os.path.exists(timing_path) else []
