@@ -14,10 +14,14 @@ Conventions (shared by every backend):
   call; the cpu kernels trust them for speed (see check_csr / check_nm).
 """
 
+import sys
+
 import numpy as np
 
 from .cpu import args, moe_args
 from .cpu.checks import check_csr, check_nm
+
+trusted = sys.modules[__name__]     # the reference checks everything: its trusted path is itself
 
 
 def _row_of_entry(indptr):
@@ -27,15 +31,21 @@ def _row_of_entry(indptr):
 
 # ---- CSR -------------------------------------------------------------------
 
-def csr_spmm(indptr, indices, values, X, out):
-    """out (n_rows, k) = W @ X for W in CSR and X (n_cols, k)."""
+def csr_spmm(indptr, indices, values, X, out, bias=None, relu=False):
+    """out (n_rows, k) = W @ X for W in CSR and X (n_cols, k); then out += bias[:, None]
+    when a bias (n_rows,) is given, then ReLU (out * (out > 0)) when relu is true."""
     n_rows, _, _ = args.csr_spmm(indptr, indices, values, X, out)
     check_csr(indptr, indices, X.shape[0])
+    bias = args.bias_for(bias, n_rows, values.dtype) if bias is not None else None
     for r in range(n_rows):
         acc = np.zeros(X.shape[1], dtype=X.dtype)
         for p in range(indptr[r], indptr[r + 1]):
             acc += values[p] * X[indices[p]]
         out[r] = acc
+    if bias is not None:
+        out += bias[:, None]
+    if relu:
+        out *= out > 0
     return out
 
 
@@ -74,6 +84,19 @@ def csr_sddmm(indptr, indices, A, B, out):
     for p in range(indices.shape[0]):
         out[p] = np.dot(A[rows[p]], B[indices[p]])
     return out
+
+
+def csr_spmm_t_sddmm(colptr, rowind, perm, values, G, X, gx_out, gv_out):
+    """Both gradients of a sparse layer from its CSC pattern (csr_to_csc):
+    gx_out (n_cols, k) = W.T @ G, and gv_out (nnz,) in CSR order with
+    gv_out[perm[j]] = dot(G[rowind[j]], X[col(j)]). Returns (gx_out, gv_out)."""
+    _, n_cols, _ = args.csr_spmm_t_sddmm(colptr, rowind, perm, values, G, X, gx_out, gv_out)
+    check_csr(colptr, rowind, G.shape[0])
+    csr_spmm_t(colptr, rowind, perm, values, G, gx_out)
+    cols = _row_of_entry(colptr)                     # the column of every CSC slot
+    for j in range(rowind.shape[0]):
+        gv_out[perm[j]] = np.dot(G[rowind[j]], X[cols[j]])
+    return gx_out, gv_out
 
 
 # ---- BSR -------------------------------------------------------------------
@@ -302,6 +325,56 @@ def col2im(cols, C, H, W, kh, kw, stride, padding, out):
             padded[:, :, oh * stride:oh * stride + kh, ow * stride:ow * stride + kw] += patch
     out[...] = padded[:, :, padding:padding + H, padding:padding + W]
     return out
+
+
+# ---- fused elementwise steps of a training step ----------------------------------------------
+
+def relu_backward(grad, activation, out, row_sums):
+    """out = grad * (activation > 0): the gradient through a ReLU whose output was
+    `activation` (both (n_rows, k)); row_sums (n_rows,) = out.sum(axis=1), the bias gradient
+    of the layer below the ReLU. Returns out."""
+    args.relu_backward(grad, activation, out, row_sums)
+    np.multiply(grad, activation > 0, out=out)
+    row_sums[...] = out.sum(axis=1)
+    return out
+
+
+# ---- optimizer updates on values -------------------------------------------
+
+def sgd_update(param, grad, momentum_buf, lr, momentum, weight_decay, nesterov):
+    """One SGD step in place, PyTorch's rule: g = grad + weight_decay * param;
+    buf = momentum * buf + g (when momentum > 0); param -= lr * (g + momentum * buf if
+    nesterov else buf). `momentum_buf` is ignored (may be empty) when momentum is 0."""
+    args.sgd_update(param, grad, momentum_buf, lr, momentum, weight_decay, nesterov)
+    dtype = param.dtype.type
+    g = grad + dtype(weight_decay) * param if weight_decay else grad.copy()
+    if momentum:
+        momentum_buf *= dtype(momentum)
+        momentum_buf += g
+        g = g + dtype(momentum) * momentum_buf if nesterov else momentum_buf
+    param -= dtype(lr) * g
+    return param
+
+
+def adam_update(param, grad, m, v, lr, beta1, beta2, eps, weight_decay, decoupled, step):
+    """One Adam step in place (Kingma & Ba 2015, bias-corrected; step counts from 1):
+    decoupled (AdamW): param *= 1 - lr * weight_decay; else g = grad + weight_decay * param.
+    m = beta1 m + (1 - beta1) g; v = beta2 v + (1 - beta2) g^2;
+    param -= lr / (1 - beta1^step) * m / (sqrt(v / (1 - beta2^step)) + eps)."""
+    args.adam_update(param, grad, m, v, lr, beta1, beta2, eps, weight_decay, decoupled, step)
+    dtype = param.dtype.type
+    g = grad
+    if weight_decay and decoupled:
+        param *= dtype(1 - lr * weight_decay)
+    elif weight_decay:
+        g = grad + dtype(weight_decay) * param
+    m *= dtype(beta1)
+    m += dtype(1 - beta1) * g
+    v *= dtype(beta2)
+    v += dtype(1 - beta2) * g * g
+    v_hat = v / dtype(1 - beta2 ** step)
+    param -= dtype(lr * (1 / (1 - beta1 ** step))) * m / (np.sqrt(v_hat) + dtype(eps))
+    return param
 
 
 # ---- mixture of experts ----------------------------------------------------

@@ -7,21 +7,28 @@ Set SPARSENET_FAST=1 to shrink data and epochs (the tests and tutorials do).
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import os
 import platform
 import resource
 import time
+import warnings
 
 import numpy as np
 from tqdm.auto import tqdm
 
-from . import backend, metrics, optim
-from .algorithms import get_method
+from . import backend, checkpoint, metrics, optim, threads
+from .checkpoint import LoopState
 from .data import BatchLoader, load_dataset, to_float
+from .guards import (Arrays, check_arrays, make_method, non_finite_loss, num_classes_of,
+                     stderr_is_terminal, validate_config)
 from .nn import build_model
 from .nn.functional import cross_entropy
 from .random import manual_seed
 from .tensor import Tensor, no_grad
+
+__all__ = ["TrainConfig", "Arrays", "load_arrays", "make_method", "num_classes_of", "train_model",
+           "train_phase", "fit", "run", "evaluate", "make_record", "check_arrays"]
 
 
 def fast_mode() -> bool:
@@ -32,7 +39,7 @@ def fast_mode() -> bool:
 class TrainConfig:
     model: str = "lenet300"
     method: str = "dense"
-    sparsity: float = 0.0
+    sparsity: float | None = None   # None: 0 for dense, the method's own default otherwise
     epochs: int = 20
     batch_size: int = 128
     lr: float = 0.05
@@ -52,28 +59,13 @@ class TrainConfig:
     groups: str = "rows"            # rows | columns | blocks (group lasso)
     val: int = 0                    # hold out this many training images and evaluate on them
     steps: int = 0                  # language models: training steps (0: epochs decide)
+    threads: int | None = None      # cores for the pool that owns them (threads.py); None: all
+    max_steps: int | None = None    # stop after this many optimizer steps (a probe of a long run)
 
     def validate(self):
-        if self.epochs <= 0:
-            raise ValueError(f"epochs must be positive, got {self.epochs}")
-        if self.batch_size <= 0:
-            raise ValueError(f"batch_size must be positive, got {self.batch_size}")
-        if not self.lr > 0:
-            raise ValueError(f"lr must be positive, got {self.lr}")
-        if not 0 <= self.sparsity < 1:
-            raise ValueError(f"sparsity must be in [0, 1), got {self.sparsity}")
-        if self.optimizer not in ("sgd", "adam", "adamw"):
-            raise ValueError(f"optimizer must be sgd, adam or adamw, got {self.optimizer!r}")
-        if isinstance(self.val, bool) or not isinstance(self.val, (int, np.integer)) or self.val < 0:
-            raise ValueError(f"val (validation images held out) must be an integer >= 0, "
-                             f"got {self.val!r}")
-        if isinstance(self.steps, bool) or not isinstance(self.steps, (int, np.integer)) \
-                or self.steps < 0:
-            raise ValueError(f"steps must be an integer >= 0, got {self.steps!r}")
-        if self.schedule not in ("cosine", "step", "constant"):
-            raise ValueError(f"schedule must be cosine, step or constant, got {self.schedule!r}")
-        from .algorithms.regularization import check_options
-        check_options(self.l1, self.group_lasso, self.groups)
+        """Raise ValueError naming the field for anything a run could not use: before any work
+        (guards.validate_config)."""
+        validate_config(self)
 
     def penalty(self) -> dict | None:
         """The regularization options for `regularize`, or None when there is none."""
@@ -84,12 +76,13 @@ class TrainConfig:
 
 def load_arrays(source="auto", dataset="fashion-mnist"):
     """Float32 images (N, 1, 28, 28) and int64 labels; smaller in fast mode."""
+    from .data.preprocess import Standardize
     ds = load_dataset(dataset, source)
     x_train, y_train = to_float(ds.train_images), ds.train_labels.astype(np.int64)
     x_test, y_test = to_float(ds.test_images), ds.test_labels.astype(np.int64)
     if fast_mode():
         x_train, y_train, x_test, y_test = x_train[:1000], y_train[:1000], x_test[:500], y_test[:500]
-    return x_train, y_train, x_test, y_test, ds.origin
+    return Arrays((x_train, y_train, x_test, y_test, ds.origin), ds.num_classes, Standardize())
 
 
 def split_validation(data, val: int):
@@ -102,8 +95,9 @@ def split_validation(data, val: int):
                          f"got {val}")
     order = np.random.default_rng(20261125).permutation(len(y_train))
     keep, held = np.sort(order[val:]), np.sort(order[:val])
-    return (x_train[keep], y_train[keep], x_train[held], y_train[held],
-            f"{origin} (validation: {val} training images held out)")
+    return Arrays((x_train[keep], y_train[keep], x_train[held], y_train[held],
+                   f"{origin} (validation: {val} training images held out)"),
+                  num_classes_of(data), getattr(data, "preprocess", None))
 
 
 def make_optimizer(config: TrainConfig, params):
@@ -123,8 +117,21 @@ def make_scheduler(config: TrainConfig, optimizer, steps_per_epoch: int):
     return optim.ConstantLR(optimizer)
 
 
-def evaluate(model, x, y, batch_size=1000, device="cpu"):
-    """(accuracy, predictions) of `model` on arrays x, y, in evaluation mode without a graph."""
+EVAL_ACTIVATION_BYTES = 64 << 20      # the widest layer's output for one evaluation batch
+
+
+def eval_batch_size(model, largest=1000) -> int:
+    """Images per evaluation batch: `largest`, or fewer for a model so wide that a batch's
+    widest activation would pass EVAL_ACTIVATION_BYTES (333,334 units x 1000 images would be
+    1.3 GB per layer), so evaluating never costs more memory than training."""
+    widest = max([getattr(m, "out_features", 0) for m in model.modules()] + [1])
+    return int(max(16, min(largest, EVAL_ACTIVATION_BYTES // (4 * widest))))
+
+
+def evaluate(model, x, y, batch_size=None, device="cpu"):
+    """(accuracy, predictions) of `model` on arrays x, y, in evaluation mode without a graph;
+    batch_size: images per forward pass (default `eval_batch_size(model)`)."""
+    batch_size = batch_size or eval_batch_size(model)
     was_training = model.training
     model.eval()
     predictions = []
@@ -142,75 +149,108 @@ def versions() -> dict:
     import scipy
 
     from . import __version__
-    return {"sparsenet": __version__, "python": platform.python_version(), "numpy": np.__version__,
-            "numba": numba.__version__, "scipy": scipy.__version__, "machine": platform.machine()}
+    out = {"sparsenet": __version__, "python": platform.python_version(), "numpy": np.__version__,
+           "numba": numba.__version__, "scipy": scipy.__version__, "machine": platform.machine()}
+    if backend.cuda_available():                  # only looks if CuPy is installed
+        out.update(cupy=backend.cupy_module().__version__, gpu=backend.gpu_name())
+    return out
 
 
 def fit(model, optimizer, scheduler, method, loader, test_arrays, epochs, input_shape,
-        device="cpu", progress=True, log=print, penalty=None, max_steps=None):
+        device="cpu", progress=True, log=print, penalty=None, max_steps=None, probe=False,
+        checkpoint=None):
     """Train for `epochs`; returns (history, flops dict). The method's hooks run at every step.
 
-    `max_steps`: stop after this many steps (the last epoch is then partial).
+    `max_steps`: stop after this many steps (the last epoch is then partial); `probe`: that
+    limit is the user's `--max-steps`, cutting the run short (said so in the log).
 
     `penalty`: options of `regularization.regularize` (L1 / group lasso), added to the
     gradients right after backward, before the method sees them.
+
+    `checkpoint`: a `checkpoint.Phase`: the loop starts where its saved position stood (a
+    resumed run) and reports every step and epoch to it, which saves the run as it goes.
     """
     if penalty:
         from .algorithms.regularization import regularize
     positions = metrics.layer_positions(model, input_shape)
     fwd_sparse, fwd_dense = metrics.forward_flops(model, positions)
-    train_flops = dense_flops = 0.0
-    history, step = [], 0
-    for epoch in range(1, epochs + 1):
-        t0, seen, loss_sum, correct = time.perf_counter(), 0, 0.0, 0
-        bar = tqdm(loader, desc=f"epoch {epoch}/{epochs}", disable=not progress, leave=False)
+    loop = (checkpoint.position() if checkpoint else None) or LoopState(order=loader.epoch)
+    progress = progress and stderr_is_terminal()    # a log file gets no bar (~55 KB per epoch)
+    while loop.epoch <= epochs:
+        epoch = loop.epoch
+        loader.epoch = loop.order              # this epoch's shuffle (a resumed one: the same)
+        t0 = time.perf_counter() - loop.seconds
+        shown = t0                             # when the bar's numbers were last set
+        batches = itertools.islice(loader, loop.batch, None)   # skip the batches already trained
+        bar = tqdm(batches, desc=f"epoch {epoch}/{epochs}", disable=not progress, leave=False,
+                   total=len(loader), initial=loop.batch, mininterval=0.5)
         for xb, yb in bar:
-            if max_steps is not None and step >= max_steps:
+            if max_steps is not None and loop.step >= max_steps:
                 break
             xb, yb = backend.to_device(xb, device), backend.to_device(yb, device)
             logits = model(Tensor(xb))
             loss = cross_entropy(logits, yb)
-            if not np.isfinite(loss.item()):           # stop before the step spreads it
-                raise FloatingPointError(
-                    f"training diverged: the loss is {loss.item()} at step {step + 1} (epoch "
-                    f"{epoch}) with lr {scheduler.get_lr():g}; lower the learning rate (--lr). "
-                    f"lenet5, with no nonlinearity between its convolutions, trains at 0.01 "
-                    f"(Caffe's LeNet solver)")
+            loss_value = loss.item()
+            if not np.isfinite(loss_value):            # stop before the step spreads it
+                raise FloatingPointError(non_finite_loss(loss_value, xb, model, optimizer,
+                                                         loop.step, epoch, scheduler.get_lr()))
             optimizer.zero_grad()
             loss.backward()
             if penalty:
                 regularize(model, **penalty)
-            method.after_backward(step)
+            method.after_backward(loop.step)
             optimizer.step()
-            method.after_step(step)
+            method.after_step(loop.step)
             scheduler.step()
             if method.topology_changed():
                 fwd_sparse, _ = metrics.forward_flops(model, positions)
-            train_flops += 3 * fwd_sparse * len(yb) + method.extra_flops()
-            dense_flops += 3 * fwd_dense * len(yb)
-            step += 1
-            seen += len(yb)
-            loss_sum += loss.item() * len(yb)
-            correct += int((backend.to_numpy(logits.data).argmax(axis=1)
-                            == backend.to_numpy(yb)).sum())
-            if progress:
-                bar.set_postfix(loss=f"{loss_sum / seen:.4f}", acc=f"{correct / seen:.3f}",
-                                samples_s=f"{seen / (time.perf_counter() - t0):.0f}")
+            loop.train_flops += 3 * fwd_sparse * len(yb) + method.extra_flops()
+            loop.dense_flops += 3 * fwd_dense * len(yb)
+            loop.step += 1
+            loop.batch += 1
+            loop.seen += len(yb)
+            loop.loss_sum += loss_value * len(yb)
+            loop.correct += int((backend.to_numpy(logits.data).argmax(axis=1)
+                                 == backend.to_numpy(yb)).sum())
+            now = time.perf_counter()
+            loop.seconds = now - t0
+            if progress and now - shown > 0.5:          # formatting every step costs time
+                shown = now
+                bar.set_postfix(loss=f"{loop.loss_sum / loop.seen:.4f}",
+                                acc=f"{loop.correct / loop.seen:.3f}",
+                                samples_s=f"{loop.seen / loop.seconds:.0f}", refresh=False)
+            if checkpoint:
+                checkpoint.step_done(loop)
+        if loop.seen == 0:                              # max_steps ended the run at an epoch end
+            break
+        partial = loop.seen < loader.num_samples
+        stopped = probe and max_steps is not None and loop.step >= max_steps
         method.after_epoch(epoch)
         seconds = time.perf_counter() - t0
+        seen, loss_sum, correct = loop.seen, loop.loss_sum, loop.correct
         test_acc, _ = evaluate(model, *test_arrays, device=device)
-        history.append({"epoch": epoch, "loss": loss_sum / max(seen, 1),
-                        "train_accuracy": correct / max(seen, 1), "test_accuracy": test_acc,
-                        "seconds": seconds, "lr": scheduler.get_lr()})
+        loop.history.append({"epoch": epoch, "loss": loss_sum / seen,
+                             "train_accuracy": correct / seen, "test_accuracy": test_acc,
+                             "seconds": seconds, "lr": scheduler.get_lr(), "steps": loop.step,
+                             "samples": seen, "samples_per_second": seen / seconds,
+                             "partial": partial})
         if log:
-            log(f"epoch {epoch:3d}  loss {loss_sum / max(seen, 1):.4f}  train {correct / max(seen, 1):.4f}"
-                f"  test {test_acc:.4f}  {seen / seconds:,.0f} samples/s")
+            log(f"epoch {epoch:3d}  loss {loss_sum / seen:.4f}  train {correct / seen:.4f}"
+                f"  test {test_acc:.4f}  {seen / seconds:,.0f} samples/s"
+                + (f"  (stopped after {loop.step} steps: --max-steps)" if stopped else ""))
+        loop.next_epoch()
+        loop.order = loader.epoch
+        if checkpoint:
+            checkpoint.epoch_done(loop, last=epoch == epochs or stopped)
+        if stopped:
+            break
     fwd_sparse, _ = metrics.forward_flops(model, positions)
+    train_flops, dense_flops = loop.train_flops, loop.dense_flops
     flops = {"inference_relative": fwd_sparse / fwd_dense if fwd_dense else 1.0,
              "training_relative": train_flops / dense_flops if dense_flops else 1.0,
              "inference_per_sample": fwd_sparse, "training_total": train_flops,
              "dense_training_total": dense_flops}
-    return history, flops
+    return loop.history, flops
 
 
 def combine_flops(phases: list) -> dict:
@@ -251,17 +291,28 @@ def train_phase(model, method, config: TrainConfig, data, epochs, log=print, lr=
         raise ValueError(f"start_step must be in [0, {total}) (the phase's steps), got {start_step}")
     method.setup(model, None, loader, total - start_step)
     phase_config = config if lr is None else dataclasses.replace(config, lr=lr)
-    optimizer = make_optimizer(phase_config, model.parameters())
+    optimizer = make_optimizer(phase_config, model.parameters())   # after setup: its layers
     method.optimizer = optimizer
     scheduler = make_scheduler(dataclasses.replace(phase_config, epochs=epochs), optimizer,
                                len(loader))
     for _ in range(start_step):
         scheduler.step()
     steps = total - start_step
+    probe = config.max_steps is not None and config.max_steps < steps
+    positions = metrics.layer_positions(model, x_train.shape[1:])
+    threads.apply_policy(model, config.threads, positions)
+    run = checkpoint.current()      # a checkpointed run: this phase may be restored (done or not)
+    phase = run.phase(model, method, optimizer, scheduler, loader) if run else None
+    if phase is not None and phase.finished is not None:
+        history, flops = phase.finished
+        return history, flops, optimizer
     history, flops = fit(model, optimizer, scheduler, method, loader, (x_test, y_test),
                          -(-steps // len(loader)), x_train.shape[1:], device=config.device,
                          progress=config.progress, log=log, penalty=config.penalty(),
-                         max_steps=steps)
+                         max_steps=min(steps, config.max_steps) if probe else steps, probe=probe,
+                         checkpoint=phase)
+    if phase is not None:
+        phase.end(history, flops)
     return history, flops, optimizer
 
 
@@ -273,14 +324,19 @@ def make_record(config: TrainConfig, model, method, optimizer, data, history, fl
     summary = metrics.sparsity_summary(model)
     record = {
         "method": config.method, "model": config.model, "sparsity": summary["sparsity"],
-        "density": summary["density"], "target_sparsity": config.sparsity,
+        "density": summary["density"],
+        "target_sparsity": config.sparsity if config.sparsity is not None else 0.0,
         # with a validation split (config.val) the held-out images replace the test set
         ("val_accuracy" if config.val else "test_accuracy"): test_acc,
         # every other accuracy in the record (history, rounds) is on the same images
         "evaluated_on": f"validation: {config.val} held-out training images" if config.val
         else "test",
-        "per_class_accuracy": metrics.per_class_accuracy(predictions, y_test, int(y_test.max()) + 1),
+        "per_class_accuracy": metrics.per_class_accuracy(predictions, y_test,
+                                                         num_classes_of(data)),
         "epochs": epochs, "seed": config.seed, "train_seconds": train_seconds,
+        "steps": history[-1]["steps"] if history else 0,
+        "stopped_early": config.max_steps is not None and any(h.get("partial") for h in history),
+        "threads": threads.current(),
         "history": history, "layers": metrics.layer_table(model),
         "parameters": summary["weights_stored"], "parameters_dense": summary["weights_dense"],
         "bytes": metrics.parameter_bytes(model, optimizer), "flops": flops,
@@ -292,16 +348,22 @@ def make_record(config: TrainConfig, model, method, optimizer, data, history, fl
         "method_details": method.describe(), "versions": versions(),
     }
     record.update(extra)
+    if config.method != "dense" and record["density"] >= 1.0:
+        warnings.warn(f"method {config.method!r} trained a dense model (density 1.0): nothing "
+                      f"was pruned at sparsity {config.sparsity}", stacklevel=2)
     return record
 
 
-def train_model(config: TrainConfig, log=print, model=None, data=None):
+def train_model(config: TrainConfig, log=print, model=None, data=None, checkpointer=None):
     """Train and return (model, record). `data` may be preloaded `load_arrays` output.
 
     A method that needs more than one training phase defines `train_model(config, model, data,
     log)` and is handed the whole run (see lottery.py); every other method runs one phase.
+    `checkpointer`: a `checkpoint.Checkpointer` that saves the run as it goes, or continues the
+    run it saved (checkpoint.py).
     """
     config.validate()
+    method, config = make_method(config)
     manual_seed(config.seed)
     from .train_lm import is_language_model      # text and transformers: their own loop
     if is_language_model(config):
@@ -310,20 +372,41 @@ def train_model(config: TrainConfig, log=print, model=None, data=None):
     data = data or load_arrays(config.data, config.dataset)
     if config.val:
         data = split_validation(data, config.val)
-    x_train, y_train = data[0], data[1]
-    model = model or build_model(config.model, input_shape=x_train.shape[1:],
-                                 num_classes=int(y_train.max()) + 1)
+    if checkpointer is None:
+        return _train(config, method, log, model, data)
+    with checkpointer.running(config, data):
+        model, record = _train(config, method, log, model, data)
+    if checkpointer.resumed_from:
+        record["resumed_from"] = checkpointer.resumed_from      # timings cover the last part only
+    return model, record
+
+
+def _train(config, method, log, model, data):
+    num_classes = num_classes_of(data)
+    check_arrays(data, num_classes)
+    x_train = data[0]
+    build_start = time.perf_counter()
+    if model is None:
+        shape = x_train.shape[1:]
+        # a sparse-from-scratch method's model is built sparse: no dense weight, at any width
+        sparse = {}
+        if getattr(method, "sparse_from_scratch", False):
+            from .algorithms.dst import check_sparse_setting
+            from .nn.models import architecture, weight_shapes
+            check_sparse_setting(method)
+            sparse = method.build_options(weight_shapes(architecture(config.model, shape,
+                                                                     num_classes)))
+        model = build_model(config.model, input_shape=shape, num_classes=num_classes, **sparse)
+    build_seconds = time.perf_counter() - build_start
+    if getattr(data, "preprocess", None) is not None:
+        model.preprocess = data.preprocess             # what the model was trained on
     if config.device != "cpu":
         model.to(config.device)
-    options = dict(config.method_options)
-    if config.method != "dense":
-        options.setdefault("sparsity", config.sparsity)
-    method = get_method(config.method, **options)
     if hasattr(method, "train_model"):
         return method.train_model(config, model, data, log)
     epochs = epochs_for(config)
     start = time.perf_counter()
     history, flops, optimizer = train_phase(model, method, config, data, epochs, log)
     record = make_record(config, model, method, optimizer, data, history, flops,
-                         time.perf_counter() - start, epochs)
+                         time.perf_counter() - start, epochs, build_seconds=build_seconds)
     return model, record

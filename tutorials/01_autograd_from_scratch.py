@@ -178,6 +178,10 @@ print("largest difference:", np.abs(w.grad - numeric).max())
 # when it is installed, the small subset bundled with sparsenet otherwise), builds LeNet-300-100
 # (784-300-100-10, ReLU), trains it with SGD and momentum under a cosine learning-rate schedule,
 # and returns a record: a plain dictionary that can be written as JSON.
+#
+# A long run can be stopped and continued: `sparsenet train --checkpoint runs/ck` saves it at
+# every epoch (and on Ctrl-C), and `sparsenet train --resume runs/ck` with the same settings
+# picks it up and ends with the record the run would have had without the stop.
 
 # %%
 config = TrainConfig(model="lenet300", epochs=2 if FAST else 10, data="auto", progress=False)

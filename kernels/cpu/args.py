@@ -5,6 +5,8 @@ returns the sizes the kernel needs. Keeping one copy means both backends
 reject exactly the same inputs with exactly the same messages.
 """
 
+import numpy as np
+
 from . import checks as c
 
 
@@ -21,6 +23,16 @@ def csr_values(indptr, indices, values):
     dtype = c.float_array("values", values, ndim=1)
     c.shape("values", values, (nnz,), "one value per entry of indices")
     return n_rows, nnz, dtype
+
+
+def bias_for(bias, n_rows, dtype):
+    """The kernels' bias argument: `bias` checked ((n_rows,), dtype), or an empty placeholder."""
+    if bias is None:
+        return np.zeros(0, dtype=dtype)
+    c.float_array("bias", bias, ndim=1)
+    c.same_dtype("bias", bias, dtype, "values")
+    c.shape("bias", bias, (n_rows,), "one entry per output row")
+    return bias if bias.flags.c_contiguous else np.ascontiguousarray(bias)
 
 
 def csr_spmm(indptr, indices, values, X, out):
@@ -45,6 +57,30 @@ def csr_spmm_t(colptr, rowind, perm, values, G, out):
     c.shape("values", values, (nnz,), "one value per entry of rowind")
     n_rows, k = _k_of("G", G, dtype, "values")
     c.out_array(out, (n_cols, k), dtype, f"W.T with {n_cols} rows @ G of shape {G.shape}", [("G", G)])
+    return n_rows, n_cols, k
+
+
+def csr_spmm_t_sddmm(colptr, rowind, perm, values, G, X, gx_out, gv_out):
+    n_cols, nnz = c.csr_pattern(colptr, rowind, "colptr", "rowind")
+    c.csc_perm(perm, nnz)
+    dtype = c.float_array("values", values, ndim=1)
+    c.shape("values", values, (nnz,), "one value per entry of rowind")
+    n_rows, k = _k_of("G", G, dtype, "values")
+    _k_of("X", X, dtype, "values")
+    c.shape("X", X, (n_cols, k), f"one row per column of W ({n_cols}) and G's k ({k})")
+    for name, out, shape, why in (("gx_out", gx_out, (n_cols, k), "W.T @ G"),
+                                  ("gv_out", gv_out, (nnz,), "one entry per stored value")):
+        c.array(name, out)
+        if out.dtype != dtype:
+            raise TypeError(f"{name}: expected dtype {dtype}, got {out.dtype}")
+        c.shape(name, out, shape, why)
+        if not out.flags.writeable:
+            raise ValueError(f"{name}: expected a writeable array")
+        for other_name, other in (("G", G), ("X", X), ("values", values)):
+            if c._may_share_memory(out, other):
+                raise ValueError(f"{name}: must not overlap the input {other_name}")
+    if c._may_share_memory(gx_out, gv_out):
+        raise ValueError("gx_out: must not overlap gv_out")
     return n_rows, n_cols, k
 
 
@@ -264,3 +300,81 @@ def col2im(cols, C, H, W, kh, kw, stride, padding, out):
             f"C = {C}, (H, W) = ({H}, {W}), kernel ({kh}, {kw}), stride {stride}, padding {padding}")
     c.out_array(out, (B, C, H, W), dtype, f"cols of shape {cols.shape}", [("cols", cols)])
     return kh, kw, stride, padding, h_out, w_out
+
+
+# ---- fused elementwise steps and optimizer updates ----------------------------
+
+def _writeable(name, arr):
+    if not getattr(arr.flags, "writeable", True):        # CuPy arrays have no such flag
+        raise ValueError(f"{name}: expected a writeable array (it is written in place)")
+
+
+def relu_backward(grad, activation, out, row_sums):
+    dtype = c.float_array("grad", grad, ndim=2)
+    c.float_array("activation", activation, ndim=2)
+    c.same_dtype("activation", activation, dtype, "grad")
+    c.shape("activation", activation, grad.shape, "the shape of grad")
+    c.out_array(out, grad.shape, dtype, "the shape of grad")
+    c.float_array("row_sums", row_sums, ndim=1)
+    c.same_dtype("row_sums", row_sums, dtype, "grad")
+    c.shape("row_sums", row_sums, grad.shape[:1], "one entry per row of grad")
+    _writeable("row_sums", row_sums)
+
+
+def _number(name, value, low=None, high=None):
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.integer,
+                                                                     np.floating)):
+        raise TypeError(f"{name}: expected a real number, got {type(value).__name__}")
+    if not np.isfinite(value):
+        raise ValueError(f"{name}: expected a finite number, got {value}")
+    if low is not None and value < low:
+        raise ValueError(f"{name}: expected a number >= {low}, got {value}")
+    if high is not None and value >= high:
+        raise ValueError(f"{name}: expected a number < {high}, got {value}")
+
+
+def _param_and_grad(param, grad):
+    dtype = c.float_array("param", param, ndim=1)
+    c.float_array("grad", grad, ndim=1)
+    c.same_dtype("grad", grad, dtype, "param")
+    c.shape("grad", grad, param.shape, "the shape of param")
+    _writeable("param", param)
+    return dtype
+
+
+def _state(name, arr, param):
+    c.float_array(name, arr, ndim=1)
+    c.same_dtype(name, arr, param.dtype, "param")
+    c.shape(name, arr, param.shape, "the shape of param")
+    _writeable(name, arr)
+    if c._may_share_memory(arr, param):
+        raise ValueError(f"{name}: must not overlap param")
+
+
+def sgd_update(param, grad, momentum_buf, lr, momentum, weight_decay, nesterov):
+    _param_and_grad(param, grad)
+    _number("lr", lr, 0)
+    _number("momentum", momentum, 0, 1)
+    _number("weight_decay", weight_decay, 0)
+    if not isinstance(nesterov, (bool, np.bool_)):
+        raise TypeError(f"nesterov: expected a bool, got {type(nesterov).__name__}")
+    if momentum:
+        _state("momentum_buf", momentum_buf, param)
+    elif nesterov:
+        raise ValueError("nesterov: needs momentum > 0")
+
+
+def adam_update(param, grad, m, v, lr, beta1, beta2, eps, weight_decay, decoupled, step):
+    _param_and_grad(param, grad)
+    _state("m", m, param)
+    _state("v", v, param)
+    if c._may_share_memory(m, v):
+        raise ValueError("m: must not overlap v")
+    _number("lr", lr, 0)
+    _number("beta1", beta1, 0, 1)
+    _number("beta2", beta2, 0, 1)
+    _number("eps", eps, 0)
+    _number("weight_decay", weight_decay, 0)
+    if not isinstance(decoupled, (bool, np.bool_)):
+        raise TypeError(f"decoupled: expected a bool, got {type(decoupled).__name__}")
+    c.positive_int("step", step)

@@ -10,6 +10,7 @@ density.
 from numba import get_num_threads, njit, prange
 
 from . import args
+from . import checks as c
 from .csr import csr_to_csc
 from .micro import dot, work_bounds
 from .panel import block_times_panel
@@ -57,8 +58,8 @@ def _sddmm(indptr, indices, A, B, out, n_threads):
     return out
 
 
-def bsr_spmm(indptr, indices, blocks, X, out):
-    """out (n_block_rows * bs, k) = W @ X for W in BSR. Returns out."""
+def spmm_trusted(indptr, indices, blocks, X, out):
+    """bsr_spmm for index arrays known to be valid (the sparse types' path)."""
     _, _, _, k = args.bsr_spmm(indptr, indices, blocks, X, out)
     buf = out_buffer(out)
     if k > 0:
@@ -71,8 +72,8 @@ def bsr_to_bsc(indptr, indices, n_block_cols):
     return csr_to_csc(indptr, indices, n_block_cols)
 
 
-def bsr_spmm_t(colptr, rowind, perm, blocks, G, out):
-    """out (n_block_cols * bs, k) = W.T @ G, reading blocks[perm[j]]."""
+def spmm_t_trusted(colptr, rowind, perm, blocks, G, out):
+    """bsr_spmm_t for index arrays known to be valid."""
     _, _, _, k = args.bsr_spmm_t(colptr, rowind, perm, blocks, G, out)
     buf = out_buffer(out)
     if k > 0:
@@ -81,8 +82,8 @@ def bsr_spmm_t(colptr, rowind, perm, blocks, G, out):
     return finish(out, buf)
 
 
-def bsr_sddmm(indptr, indices, A, B, out):
-    """out (nnzb, bs, bs) = (A @ B.T) restricted to the stored blocks."""
+def sddmm_trusted(indptr, indices, A, B, out):
+    """bsr_sddmm for index arrays known to be valid."""
     _, _, _, k = args.bsr_sddmm(indptr, indices, A, B, out)
     buf = out_buffer(out)
     if k == 0:
@@ -90,3 +91,27 @@ def bsr_sddmm(indptr, indices, A, B, out):
     else:
         _sddmm(contig(indptr), contig(indices), contig(A), contig(B), buf, get_num_threads())
     return finish(out, buf)
+
+
+# ----- public entry points: every index checked first (O(nnzb)) -------------------------------
+
+def bsr_spmm(indptr, indices, blocks, X, out):
+    """out (n_block_rows * bs, k) = W @ X for W in BSR. Returns out."""
+    _, n_bcols, _, _ = args.bsr_spmm(indptr, indices, blocks, X, out)
+    c.check_csr(indptr, indices, n_bcols)
+    return spmm_trusted(indptr, indices, blocks, X, out)
+
+
+def bsr_spmm_t(colptr, rowind, perm, blocks, G, out):
+    """out (n_block_cols * bs, k) = W.T @ G, reading blocks[perm[j]]."""
+    n_brows, _, _, _ = args.bsr_spmm_t(colptr, rowind, perm, blocks, G, out)
+    c.check_csr(colptr, rowind, n_brows)
+    c.check_perm(perm, blocks.shape[0])
+    return spmm_t_trusted(colptr, rowind, perm, blocks, G, out)
+
+
+def bsr_sddmm(indptr, indices, A, B, out):
+    """out (nnzb, bs, bs) = (A @ B.T) restricted to the stored blocks."""
+    _, n_bcols, _, _ = args.bsr_sddmm(indptr, indices, A, B, out)
+    c.check_csr(indptr, indices, n_bcols)
+    return sddmm_trusted(indptr, indices, A, B, out)

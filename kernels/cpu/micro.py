@@ -23,10 +23,55 @@ kernels/cpu/__pycache__.
 """
 
 import numpy as np
-from numba import njit
+from llvmlite import ir
+from numba import config, njit, types
+from numba.extending import intrinsic
 
 # Larger rows per parallel part only pay off when the part is this much work.
 MIN_WORK_PER_THREAD = 2048
+
+# A product whose gathered operand (X in W @ X) is larger than this cannot keep it in cache:
+# its rows come from memory, and the kernels prefetch the rows they will gather next.
+FAR_BYTES = 8 << 20
+PREFETCH_AHEAD = 16          # stored entries between the prefetch of a row and its use
+
+
+@intrinsic
+def prefetch_at(typingctx, array, i, j):
+    """Ask the CPU to start loading array[i, j] (a 2-D C-contiguous array) into cache: a hint,
+    with no effect on results. LLVM's llvm.prefetch (read, keep in all levels), which Numba
+    does not expose; the address is computed directly, without making an array view."""
+    def codegen(context, builder, signature, args):
+        ary = context.make_array(signature.args[0])(context, builder, args[0])
+        i64, i32 = ir.IntType(64), ir.IntType(32)
+
+        def as64(v):
+            return builder.sext(v, i64) if v.type.width < 64 else v
+        offset = builder.add(builder.mul(as64(args[1]), builder.extract_value(ary.shape, 1)),
+                             as64(args[2]))
+        address = builder.bitcast(builder.gep(ary.data, [offset]), ir.IntType(8).as_pointer())
+        fn = builder.module.declare_intrinsic(
+            "llvm.prefetch", fnty=ir.FunctionType(ir.VoidType(), [address.type, i32, i32, i32]))
+        builder.call(fn, [address, i32(0), i32(3), i32(1)])
+        return context.get_dummy_value()
+    return types.void(array, i, j), codegen
+
+
+if config.DISABLE_JIT:                 # plain Python (debugging): a hint has nothing to do
+    def prefetch_at(array, i, j):  # noqa: F811
+        pass
+
+
+@njit(cache=True)
+def prefetch_row(X, i):
+    """Prefetch every 64-byte line of row i of X (n, k)."""
+    for j in range(0, X.shape[1], 64 // X.itemsize):
+        prefetch_at(X, i, j)
+
+
+def is_far(X) -> bool:
+    """True when X is too large for the caches (see FAR_BYTES)."""
+    return X.nbytes > FAR_BYTES
 
 
 @njit(cache=True)
@@ -100,6 +145,24 @@ def even_bounds(n, n_parts):
 # The three "o += sum of scaled rows" loops below differ only in where the
 # scalars and rows come from; each sends groups of 8, then 4, then 1 rows to
 # the add_rows kernels above.
+
+@njit(cache=True)
+def add_indexed_rows_far(o, vals, X, rows, start, stop, prefetch_end):
+    """`add_indexed_rows` for an X too large for the caches: every group of eight entries first
+    prefetches the rows PREFETCH_AHEAD entries ahead (up to entry prefetch_end, exclusive: the
+    end of the caller's range, so the next rows' first entries are fetched as well)."""
+    q = start
+    last = prefetch_end - 1
+    while q + 8 <= stop:
+        for d in range(8):
+            prefetch_row(X, rows[min(q + PREFETCH_AHEAD + d, last)])
+        add_rows8(o, vals[q], X[rows[q]], vals[q + 1], X[rows[q + 1]],
+                  vals[q + 2], X[rows[q + 2]], vals[q + 3], X[rows[q + 3]],
+                  vals[q + 4], X[rows[q + 4]], vals[q + 5], X[rows[q + 5]],
+                  vals[q + 6], X[rows[q + 6]], vals[q + 7], X[rows[q + 7]])
+        q += 8
+    add_indexed_rows(o, vals, X, rows, q, stop)
+
 
 @njit(cache=True)
 def add_indexed_rows(o, vals, X, rows, start, stop):

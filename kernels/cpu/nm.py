@@ -10,6 +10,7 @@ import numpy as np
 from numba import get_num_threads, njit, prange
 
 from . import args
+from . import checks as c
 from .micro import add_indexed_rows, add_row, dot, even_bounds
 from .wrap import contig, finish, out_buffer
 
@@ -68,8 +69,8 @@ def _sddmm(idx, M, A, B, out, n_threads):
     return out
 
 
-def nm_spmm(values, idx, M, X, out):
-    """out (n_rows, k) = W @ X for W in N:M storage, X (n_groups * M, k)."""
+def spmm_trusted(values, idx, M, X, out):
+    """nm_spmm for idx known to be valid (the sparse types' path)."""
     _, _, _, k = args.nm_spmm(values, idx, M, X, out)
     buf = out_buffer(out)
     if k > 0:
@@ -77,8 +78,8 @@ def nm_spmm(values, idx, M, X, out):
     return finish(out, buf)
 
 
-def nm_spmm_t(values, idx, M, G, out):
-    """out (n_groups * M, k) = W.T @ G for W in N:M storage."""
+def spmm_t_trusted(values, idx, M, G, out):
+    """nm_spmm_t for idx known to be valid (the sparse types' path)."""
     _, _, _, k = args.nm_spmm_t(values, idx, M, G, out)
     buf = out_buffer(out)
     if k > 0:
@@ -86,8 +87,8 @@ def nm_spmm_t(values, idx, M, G, out):
     return finish(out, buf)
 
 
-def nm_sddmm(idx, M, A, B, out):
-    """out (n_rows, n_groups, N): out[r, g, n] = dot(A[r], B[g * M + idx[r, g, n]])."""
+def sddmm_trusted(idx, M, A, B, out):
+    """nm_sddmm for idx known to be valid (the sparse types' path)."""
     _, _, _, k = args.nm_sddmm(idx, M, A, B, out)
     buf = out_buffer(out)
     if k == 0:
@@ -95,3 +96,26 @@ def nm_sddmm(idx, M, A, B, out):
     else:
         _sddmm(contig(idx), int(M), contig(A), contig(B), buf, get_num_threads())
     return finish(out, buf)
+
+
+# ----- public entry points: every offset checked first ----------------------------------------
+
+def nm_spmm(values, idx, M, X, out):
+    """out (n_rows, k) = W @ X for W in N:M storage, X (n_groups * M, k)."""
+    args.nm_spmm(values, idx, M, X, out)
+    c.check_nm(values, idx, M)
+    return spmm_trusted(values, idx, M, X, out)
+
+
+def nm_spmm_t(values, idx, M, G, out):
+    """out (n_groups * M, k) = W.T @ G for W in N:M storage."""
+    args.nm_spmm_t(values, idx, M, G, out)
+    c.check_nm(values, idx, M)
+    return spmm_t_trusted(values, idx, M, G, out)
+
+
+def nm_sddmm(idx, M, A, B, out):
+    """out (n_rows, n_groups, N): out[r, g, n] = dot(A[r], B[g * M + idx[r, g, n]])."""
+    args.nm_sddmm(idx, M, A, B, out)
+    c.check_nm(None, idx, M)
+    return sddmm_trusted(idx, M, A, B, out)

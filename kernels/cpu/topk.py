@@ -14,6 +14,7 @@ import numpy as np
 from numba import get_num_threads, njit, prange
 
 from . import args
+from . import checks as c
 from .wrap import contig
 
 # At or below this row length the O(n^2) rank method beats a partition.
@@ -107,6 +108,7 @@ def dense_grad_topk(G, X, exclude_indptr, exclude_indices, k_top, chunk_rows):
     """
     n_rows, n_cols, k_top, chunk_rows = args.dense_grad_topk(
         G, X, exclude_indptr, exclude_indices, k_top, chunk_rows)
+    c.check_csr(exclude_indptr, exclude_indices, n_cols)
     best_flat = np.zeros(0, dtype=np.int64)
     best_score = np.zeros(0, dtype=G.dtype)
     if k_top == 0:

@@ -38,7 +38,7 @@ from ..sparse import FORMATS
 from ..tensor import Tensor
 from .base import SparseMethod
 from .common import SPARSE_TYPES, prunable_layers, rescale_to_sparse_fan_in, weight_shape
-from .distributions import layer_counts
+from ..sparse.distributions import layer_counts
 
 SCOPES = ("global", "layer")
 COLLAPSE_RATIO = 0.1     # a layer below 10 % of the overall density is reported as collapsed
@@ -259,6 +259,12 @@ class PruningAtInit(SparseMethod):
     """
 
     iterations = 1
+    option_help = {
+        "scope": "global: one ranking over the units of all layers | layer: the per-layer "
+                 "counts of `distribution`",
+        "sparse_init": "rescale the kept initial weights to each neuron's stored fan-in (Evci "
+                       "et al. 2022); off: the papers keep them as drawn",
+    }
 
     def __init__(self, sparsity=0.9, scope="global", sparse_init=False, **options):
         super().__init__(sparsity=sparsity, **options)

@@ -35,17 +35,11 @@ from __future__ import annotations
 import numpy as np
 
 from .. import backend, random
-from ..sparse import sparsify
+from ..sparse.distributions import er_density  # noqa: F401  (SET's density, re-exported)
 from ..sparse.topology import random_empty_units
 from .base import register
 from .common import prunable_layers, weight_shape
-from .dst import DynamicSparseMethod, resolve_layer_names, start_sparse
-
-
-def er_density(shape, epsilon) -> float:
-    """SET's Erdős–Rényi density of a (n_out, n_in, ...) weight, capped at 1."""
-    n_out, n_in = shape[0], int(np.prod(shape[1:]))
-    return min(1.0, epsilon * (n_in + n_out) / (n_in * n_out))
+from .dst import DynamicSparseMethod, start_sparse
 
 
 @register("set")
@@ -53,11 +47,21 @@ class SET(DynamicSparseMethod):
     """Drop the ζ fraction closest to zero on each side of 0; regrow at random."""
 
     reinit_when_same = True
+    option_aliases = {"alpha": "zeta"}          # RigL's name for the fraction rewired
+    option_help = {
+        "sparsity": "fraction of the weights removed overall (default 0.9, with ERK); or give "
+                    "epsilon",
+        "zeta": "ζ, the fraction of each sign's weights rewired per update (SET paper, MLP "
+                "experiments, and its reference code: 0.3)",
+        "epsilon": "ε of SET's Erdős–Rényi densities ε(n_in + n_out)/(n_in·n_out), instead of "
+                   "sparsity (SET paper: 20)",
+        "distribution": "uniform | er | erk; default erk, or er with epsilon",
+    }
 
     def __init__(self, sparsity=None, zeta=0.3, epsilon=None, delta_t=100, t_end=0.75,
-                 decay="cosine", format="csr", block_size=16, n=2, m=4, distribution=None,
+                 decay="cosine", format="csr", block_size=None, n=2, m=4, distribution=None,
                  dense_layers=(), chunk_rows=256,
-                 sparse_init=False):
+                 sparse_init="auto"):
         if isinstance(zeta, bool) or not isinstance(zeta, (int, float)) or not 0 < zeta < 1:
             raise ValueError(f"zeta (the fraction of weights rewired) must be a number in (0, 1), "
                              f"got {zeta!r}")
@@ -79,25 +83,24 @@ class SET(DynamicSparseMethod):
 
     def sparsify_model(self, model):
         self.rng = random.generator()          # SET's random growth: the library's seeded stream
-        if self.epsilon is None:
-            return start_sparse(self, model)
-        layers = start_sparse(self, model, sparsify=self.sparsify_er)
-        stored = sum(m.weight.nnz for _, m in layers)
-        total = sum(int(np.prod(weight_shape(m))) for _, m in prunable_layers(model))
-        dense = total - sum(int(np.prod(weight_shape(m))) for _, m in layers)
-        self.sparsity = 1 - (stored + dense) / total       # what ε gave, for the record
+        layers = start_sparse(self, model)
+        if self.epsilon is not None:
+            stored = sum(m.weight.nnz for _, m in layers)
+            total = sum(int(np.prod(weight_shape(m))) for _, m in prunable_layers(model))
+            dense = total - sum(int(np.prod(weight_shape(m))) for _, m in layers)
+            self.sparsity = 1 - (stored + dense) / total       # what ε gave, for the record
         return layers
 
-    def sparsify_er(self, model, rng):
-        """Each layer at density ε (n_in + n_out) / (n_in · n_out); density 1 stays dense."""
-        keep = resolve_layer_names(model, self.dense_layers)
-        densities = {name: er_density(weight_shape(layer), self.epsilon)
-                     for name, layer in prunable_layers(model) if name not in keep}
-        chosen = {name: d for name, d in densities.items() if d < 1}
-        if not chosen:
-            return model
-        return sparsify(model, format=self.format, layers=list(chosen), density_per_layer=chosen,
-                        rng=rng, **self.format_options())
+    def layout(self, shapes):
+        """With epsilon: each layer at density ε (n_in + n_out) / (n_in · n_out), density 1
+        (the small output layer, usually) dense; else the shared rule (base.py)."""
+        if self.epsilon is None:
+            return super().layout(shapes)
+        from ..nn.models import sparse_densities
+        names = list(shapes)
+        keep = {names[0] if d == "first" else names[-1] if d == "last" else d
+                for d in self.dense_layers}
+        return sparse_densities(shapes, epsilon=self.epsilon, dense_layers=sorted(keep))
 
     def drop_scores(self, layer):
         """A unit's rank by |w| among the units of its sign, over how many have that sign: the

@@ -55,7 +55,14 @@ class Linear(Function):
     def backward(self, g):
         x2 = self.x.reshape(-1, self.x.shape[-1])            # (batch, in)
         g2 = g.reshape(-1, g.shape[-1])                      # (batch, out)
-        gx = (g2 @ self.weight).reshape(self.x.shape) if self.needs_grad[0] else None
+        gx = None
+        if self.needs_grad[0] and self.x.ndim == 2 and not self.x.flags.c_contiguous and \
+                self.x.flags.f_contiguous:
+            # the input is feature-major (a sparse layer's output): give its gradient the same
+            # layout, which the sparse layer's backward then reads without a transposed copy
+            gx = (self.weight.T @ g2.T).T
+        elif self.needs_grad[0]:
+            gx = (g2 @ self.weight).reshape(self.x.shape)
         gw = g2.T @ x2 if self.needs_grad[1] else None       # (out, in)
         return (gx, gw, g2.sum(axis=0)) if self.has_bias else (gx, gw)
 
@@ -93,7 +100,8 @@ class CrossEntropy(Function):
 
 class Dropout(Function):
     def forward(self, x, p, rng):
-        keep = rng.random(x.shape) >= p
+        # drawn on the host from the library's generator, so a GPU run drops what a CPU run does
+        keep = backend.to_device(rng.random(x.shape) >= p, backend.device_of(x))
         self.scale_mask = keep.astype(x.dtype) / x.dtype.type(1 - p)
         return x * self.scale_mask
 
@@ -152,12 +160,19 @@ def flatten(x: Tensor, start_dim: int = 1) -> Tensor:
     return x.flatten(start_dim)
 
 
-def _pair(v, name):
-    if isinstance(v, int):
-        return v, v
-    if isinstance(v, tuple) and len(v) == 2 and all(isinstance(i, int) for i in v):
-        return v
-    raise TypeError(f"{name} must be an int or a pair of ints, got {v!r}")
+def _pair(v, name, least=None):
+    """(a, b) from an int or a pair of ints; with `least`, each must be >= least (a stride or
+    kernel of 0 or less, a negative padding, would compute something else silently)."""
+    if isinstance(v, int) and not isinstance(v, bool):
+        pair = v, v
+    elif isinstance(v, tuple) and len(v) == 2 and all(isinstance(i, int) and not isinstance(i, bool)
+                                                      for i in v):
+        pair = v
+    else:
+        raise TypeError(f"{name} must be an int or a pair of ints, got {v!r}")
+    if least is not None and min(pair) < least:
+        raise ValueError(f"{name} must be an int or a pair of ints >= {least}, got {v!r}")
+    return pair
 
 
 def _windows(x, kh, kw, stride):
@@ -245,15 +260,15 @@ class MaxPool2d(Function):
 
 
 def conv2d(x: Tensor, weight: Tensor, bias: Tensor | None = None, stride=1, padding=0) -> Tensor:
-    options = dict(stride=_pair(stride, "stride"), padding=_pair(padding, "padding"))
+    options = dict(stride=_pair(stride, "stride", 1), padding=_pair(padding, "padding", 0))
     if bias is None:
         return Conv2d.apply(x, weight, **options)
     return Conv2d.apply(x, weight, bias, **options)
 
 
 def max_pool2d(x: Tensor, kernel_size=2, stride=None) -> Tensor:
-    kernel = _pair(kernel_size, "kernel_size")
-    stride = kernel if stride is None else _pair(stride, "stride")
+    kernel = _pair(kernel_size, "kernel_size", 1)
+    stride = kernel if stride is None else _pair(stride, "stride", 1)
     return MaxPool2d.apply(x, kernel_size=kernel, stride=stride)
 
 

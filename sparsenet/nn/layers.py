@@ -14,6 +14,13 @@ def _positive_int(value, name):
     return int(value)
 
 
+def conv_geometry(kernel_size, stride, padding):
+    """((kh, kw), (sh, sw), (ph, pw)) of a convolution, checked: kernel and stride positive,
+    padding >= 0 (a negative stride would flip the output, a zero kernel leave only the bias)."""
+    return (F._pair(kernel_size, "kernel_size", 1), F._pair(stride, "stride", 1),
+            F._pair(padding, "padding", 0))
+
+
 class Linear(Module):
     """y = x @ W.T + b with W of shape (out_features, in_features)."""
 
@@ -40,7 +47,7 @@ class Conv2d(Module):
         super().__init__()
         self.in_channels = _positive_int(in_channels, "in_channels")
         self.out_channels = _positive_int(out_channels, "out_channels")
-        kh, kw = F._pair(kernel_size, "kernel_size")
+        (kh, kw), _, _ = conv_geometry(kernel_size, stride, padding)
         self.kernel_size, self.stride, self.padding = (kh, kw), stride, padding
         shape = (self.out_channels, self.in_channels, kh, kw)
         self.weight = Parameter(get_init(init)(shape, dtype=dtype, rng=rng))
@@ -100,6 +107,10 @@ class MaxPool2d(Module):
 
 
 class Sequential(Module):
+    """Layers applied in order. A layer that can fuse the ReLU after it (`fuses_relu`: the
+    sparse linear layer) is called with relu=True and the ReLU module is skipped: the same
+    numbers, without the separate passes over the activations."""
+
     def __init__(self, *layers):
         super().__init__()
         for i, layer in enumerate(layers):
@@ -117,6 +128,15 @@ class Sequential(Module):
         return list(self._modules.values())[i]
 
     def forward(self, x):
-        for layer in self._modules.values():
-            x = layer(x)
+        layers = list(self._modules.values())
+        i = 0
+        while i < len(layers):
+            layer = layers[i]
+            if getattr(layer, "fuses_relu", False) and i + 1 < len(layers) and \
+                    type(layers[i + 1]) is ReLU:
+                x = layer(x, relu=True)     # a sparse layer and its ReLU: one kernel pass
+                i += 2
+            else:
+                x = layer(x)
+                i += 1
         return x

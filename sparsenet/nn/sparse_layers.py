@@ -8,6 +8,10 @@ and SDDMM (G @ X.T only at the stored positions) for the values: the dense weigh
 The topology changes only through `set_topology(new_weight, new_from_old, optimizer)`, which
 keeps the same Parameter object (the optimizer's reference stays valid) and carries the
 optimizer's state across, so a dropped weight cannot come back through momentum.
+
+`model.to("cuda")` moves values and bias (as Parameters) and uploads the index arrays and the
+transposed index the kernels read (`_moved_to`); a new topology or a loaded state stays on the
+layer's device.
 """
 from __future__ import annotations
 
@@ -17,20 +21,27 @@ import numpy as np
 
 from .. import backend, random
 from ..sparse import FORMATS, Masked, SparseMatrix
-from ..sparse.convert import format_options, state_arrays, weight_from_arrays
+from ..sparse.base import kernels_for
+from ..sparse.convert import empty_weight, format_options, state_arrays, weight_from_arrays
 from ..sparse.topology import dense_grad_topk, random_pattern
 from ..tensor import Function
 from . import functional as F
-from .init import get_init
-from .layers import _positive_int
+from .init import get_init, sparse_values
+from .layers import _positive_int, conv_geometry
 from .module import Module, Parameter
 
 
 # ----- autograd Functions ------------------------------------------------------------------
 class SparseLinearFunction(Function):
-    """y = x @ W.T + b with W sparse."""
+    """y = x @ W.T + b with W sparse; with relu=True, y = relu(x @ W.T + b) as one operation.
 
-    def forward(self, x, values, bias=None, weight=None, remember=None):
+    The fused form (what `Sequential` uses for a sparse layer followed by a ReLU) adds the bias
+    and applies the ReLU inside the product kernel, and its backward takes the gradient through
+    the ReLU and the bias gradient in one pass (`relu_backward`), where the separate operations
+    would make five passes over the activations. The results are the same numbers.
+    """
+
+    def forward(self, x, values, bias=None, weight=None, remember=None, relu=False):
         if x.ndim != 2 or x.shape[1] != weight.shape[1]:
             raise ValueError(f"sparse linear: input must be (batch, {weight.shape[1]}), "
                              f"got {x.shape}")
@@ -38,21 +49,29 @@ class SparseLinearFunction(Function):
             raise TypeError(f"sparse linear: input dtype {x.dtype} differs from weight dtype "
                             f"{values.dtype}")
         X = backend.array_module(x).ascontiguousarray(x.T)     # (in, batch): a no-op when x came
-        Y = weight.spmm(X, values)                             # (out, batch)  from a sparse layer
-        if bias is not None:
-            Y += bias[:, None]
+        Y = weight.spmm(X, values, bias=bias, relu=relu)       # (out, batch)  from a sparse layer
         self.weight, self.values, self.X, self.remember = weight, values, X, remember
-        self.has_bias = bias is not None
+        self.has_bias, self.Y = bias is not None, (Y if relu else None)
         return Y.T                              # (batch, out): a view, still feature-major in memory
 
     def backward(self, g):
-        G = backend.array_module(g).ascontiguousarray(g.T)     # (out, batch)
-        need_gx = self.parents[0].requires_grad              # the first layer's input needs none
-        gx = self.weight.spmm_t(G, self.values).T if need_gx else None      # (batch, in)
-        gv = self.weight.sddmm(G, self.X)                                   # like values
+        xp = backend.array_module(g)
+        G = xp.ascontiguousarray(g.T)                          # (out, batch)
+        gb = None
+        if self.Y is not None:                  # through the ReLU; the bias gradient on the way
+            G_in, G = G, xp.empty_like(G)
+            gb = xp.empty(G.shape[0], dtype=G.dtype)
+            kernels_for(G).relu_backward(G_in, self.Y, G, gb)
+        elif self.has_bias:
+            gb = G.sum(axis=1)
+        if self.needs_grad[0]:                  # both products in one pass where the format can
+            gx, gv = self.weight.spmm_t_sddmm(G, self.X, self.values)
+            gx = gx.T                                                       # (batch, in)
+        else:                                   # the first layer: no input gradient
+            gx, gv = None, self.weight.sddmm(G, self.X)                     # like values
         if self.remember is not None:
             self.remember(G, self.X)
-        return (gx, gv, G.sum(axis=1)) if self.has_bias else (gx, gv)
+        return (gx, gv, gb) if self.has_bias else (gx, gv)
 
 
 def _columns(x, kernel, stride, padding):
@@ -125,22 +144,23 @@ def resolve_density(format, sparsity=None, density=None, n=2, m=4) -> float:
 
 
 def random_weight(shape, format="csr", sparsity=None, density=None, block_size=16, n=2, m=4,
-                  constant_fan_in=False, init="kaiming_uniform", dtype=np.float32, rng=None):
-    """A random pattern (see `resolve_density`) with values drawn for its true fan-in (stored
-    inputs per output), so activations keep the scale a dense layer of that fan-in gives them."""
+                  constant_fan_in=False, init="kaiming_uniform", dtype=np.float32, rng=None,
+                  init_fan_in="stored"):
+    """A random pattern (see `resolve_density`) with values drawn for each neuron's stored
+    fan-in (init_fan_in="stored", `init.sparse_values`), so activations keep the scale a dense
+    layer of that fan-in gives them; "dense" draws them as the dense layer would. O(nnz)."""
     density = resolve_density(format, sparsity, density, n, m)
-    init_fn = get_init(init)
+    get_init(init)                                   # a clear error for an unknown name
     rng = rng if rng is not None else random.generator()
     weight = random_pattern(format, shape, density, rng, dtype, block_size, n, m, constant_fan_in)
-    fan_in, fan_out = weight.nnz / shape[0], weight.nnz / shape[1]
-    kwargs = {"fan_out": fan_out} if init.startswith("glorot") else {}
-    # The init functions read fans from a weight shape; ours are passed explicitly and the
-    # (nnz, 1) shape only meets their 2-D requirement.
-    drawn = init_fn((weight.nnz, 1), fan_in=fan_in, dtype=dtype, rng=rng, **kwargs).ravel()
+    rows, cols, _ = weight.active()
+    drawn = sparse_values(init, rows, cols, shape, init_fan_in, dtype, rng)
     if isinstance(weight, Masked):            # one number per True entry, in row-major order
         dense = np.zeros(weight.values.size, dtype=dtype)
         dense[weight.mask().ravel()] = drawn
         drawn = dense
+    else:                                     # active() lists entries in the values' order
+        drawn = np.ascontiguousarray(drawn)
     return weight.with_values(drawn)
 
 
@@ -204,6 +224,8 @@ class _SparseLayer(Module):
                              f"{new_weight.values.shape}, got {new_from_old.dtype} {new_from_old.shape}")
         if new_from_old.size and (new_from_old.min() < -1 or new_from_old.max() >= old.values.size):
             raise ValueError(f"new_from_old must lie in [-1, {old.values.size})")
+        if new_weight.device != self.values.device:
+            new_weight = new_weight.to(self.values.device)       # on the layer's device
         self._weight = new_weight
         self.values.data = new_weight.values
         self.values.grad = None                              # a gradient of the old shape
@@ -229,10 +251,17 @@ class _SparseLayer(Module):
         elif grad_out is None or x is None:
             raise ValueError("pass both grad_out and x, or neither")
         else:
-            G, X = self._feature_major(np.asarray(grad_out), np.asarray(x))
+            xp = backend.array_module(x)
+            G, X = self._feature_major(xp.asarray(grad_out), xp.asarray(x))
         return dense_grad_topk(self.weight, G, X, k, dropped, chunk_rows)
 
-    # ----- state -------------------------------------------------------------------------
+    # ----- device and state ----------------------------------------------------------------
+    def _moved_to(self, device):
+        """After Module.to moved values and bias: the weight follows them (on a GPU its index
+        arrays and transposed index are uploaded now, not at the first step)."""
+        self._weight = self.weight.to(device)
+        self.growth_arrays = None
+
     def _own_state(self):
         state = OrderedDict(values=self.values.data)
         if self.bias is not None:
@@ -241,7 +270,8 @@ class _SparseLayer(Module):
         return state
 
     def _new_weight(self, state, copy):
-        arrays = dict(self._own_state(), **state)       # entries not given keep their arrays
+        arrays = {name: backend.to_numpy(a)             # entries not given keep their arrays
+                  for name, a in dict(self._own_state(), **state).items()}
         try:
             weight = weight_from_arrays(self.format, arrays, self.weight_shape,
                                         format_options(self._weight), copy=copy)
@@ -262,10 +292,10 @@ class _SparseLayer(Module):
 
     def _load_own_state(self, state, prefix):
         weight, arrays = self._new_weight(state, copy=True)
-        self._weight = weight
-        self.values.data, self.values.grad = weight.values, None
+        self._weight = weight.to(self.values.device)           # stays on the layer's device
+        self.values.data, self.values.grad = self._weight.values, None
         if self.bias is not None:
-            self.bias.data = np.array(arrays["bias"])
+            self.bias.data = backend.to_device(np.array(arrays["bias"]), self.bias.device)
         self.growth_arrays = None
 
     def sparse_config(self) -> dict:
@@ -276,12 +306,16 @@ class _SparseLayer(Module):
 
     @classmethod
     def from_config(cls, config: dict):
-        """A layer of this configuration with a placeholder topology (a load replaces it)."""
+        """A layer of this configuration with a placeholder topology, as small as its format
+        allows (no stored weight for CSR and Block), which a load then replaces: rebuilding a
+        saved model never allocates more than the file holds."""
         options = {k: config[k] for k in ("block_size", "n", "m", "constant_fan_in") if k in config}
         shape_args = {k: tuple(v) if isinstance(v, list) else v for k, v in config.items()
                       if k in cls._shape_keys}
+        weight = empty_weight(config["format"], cls._weight_shape(shape_args),
+                              np.dtype(config["dtype"]), options)
         return cls(**shape_args, format=config["format"], bias=config["bias"],
-                   dtype=np.dtype(config["dtype"]), rng=np.random.default_rng(0), **options)
+                   dtype=np.dtype(config["dtype"]), weight=weight, **options)
 
     def extra_repr(self):
         shape = ", ".join(f"{k}={tuple(v) if isinstance(v, list) else v}"
@@ -295,23 +329,31 @@ class SparseLinear(_SparseLayer):
 
     kind = "linear"
     _shape_keys = ("in_features", "out_features")
+    fuses_relu = True            # Sequential runs it and a following ReLU as one operation
 
     def __init__(self, in_features, out_features, sparsity=None, density=None, format="csr",
                  block_size=16, n=2, m=4, bias=True, init="kaiming_uniform", dtype=np.float32,
-                 rng=None, weight=None, constant_fan_in=False, keep_for_growth=False):
+                 rng=None, weight=None, constant_fan_in=False, keep_for_growth=False,
+                 init_fan_in="stored"):
         super().__init__()
         self.in_features = _positive_int(in_features, "in_features")
         self.out_features = _positive_int(out_features, "out_features")
         self._setup((self.out_features, self.in_features), weight, bias, keep_for_growth,
                     format=format, sparsity=sparsity, density=density, block_size=block_size,
-                    n=n, m=m, constant_fan_in=constant_fan_in, init=init, dtype=dtype, rng=rng)
+                    n=n, m=m, constant_fan_in=constant_fan_in, init=init, dtype=dtype, rng=rng,
+                    init_fan_in=init_fan_in)
 
-    def forward(self, x):
-        return SparseLinearFunction.apply(*self._inputs(x), **self._forward_options())
+    def forward(self, x, relu=False):
+        """y = x @ W.T + b, or relu(x @ W.T + b) in one operation when relu=True."""
+        return SparseLinearFunction.apply(*self._inputs(x), relu=relu, **self._forward_options())
 
     def _feature_major(self, grad_out, x):
         xp = backend.array_module(x)
         return xp.ascontiguousarray(grad_out.T), xp.ascontiguousarray(x.T)
+
+    @staticmethod
+    def _weight_shape(args):
+        return (args["out_features"], args["in_features"])
 
     def _shape_config(self):
         return dict(in_features=self.in_features, out_features=self.out_features)
@@ -326,21 +368,26 @@ class SparseConv2d(_SparseLayer):
     def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0, sparsity=None,
                  density=None, format="csr", block_size=16, n=2, m=4, bias=True,
                  init="kaiming_uniform", dtype=np.float32, rng=None, weight=None,
-                 constant_fan_in=False, keep_for_growth=False):
+                 constant_fan_in=False, keep_for_growth=False, init_fan_in="stored"):
         super().__init__()
         self.in_channels = _positive_int(in_channels, "in_channels")
         self.out_channels = _positive_int(out_channels, "out_channels")
-        self.kernel_size = F._pair(kernel_size, "kernel_size")
-        self.stride, self.padding = F._pair(stride, "stride"), F._pair(padding, "padding")
+        self.kernel_size, self.stride, self.padding = conv_geometry(kernel_size, stride, padding)
         shape = (self.out_channels, self.in_channels * self.kernel_size[0] * self.kernel_size[1])
         self._setup(shape, weight, bias, keep_for_growth,
                     format=format, sparsity=sparsity, density=density, block_size=block_size,
-                    n=n, m=m, constant_fan_in=constant_fan_in, init=init, dtype=dtype, rng=rng)
+                    n=n, m=m, constant_fan_in=constant_fan_in, init=init, dtype=dtype, rng=rng,
+                    init_fan_in=init_fan_in)
 
     def forward(self, x):
         return SparseConv2dFunction.apply(*self._inputs(x), kernel=self.kernel_size,
                                           stride=self.stride, padding=self.padding,
                                           **self._forward_options())
+
+    @staticmethod
+    def _weight_shape(args):
+        kh, kw = F._pair(args["kernel_size"], "kernel_size")
+        return (args["out_channels"], args["in_channels"] * kh * kw)
 
     def _feature_major(self, grad_out, x):
         cols, _ = _columns(x, self.kernel_size, self.stride, self.padding)   # (C*kh*kw, B*Ho*Wo)

@@ -29,6 +29,22 @@ class LRScheduler:
     def get_lr(self) -> float:
         return self.optimizer.param_groups[0]["lr"]
 
+    def state_dict(self) -> dict:
+        """Everything but the optimizer (PyTorch's convention): the step count and settings."""
+        return {k: v for k, v in vars(self).items() if k != "optimizer"}
+
+    def load_state_dict(self, state: dict) -> None:
+        """Continue from `state_dict()` of a schedule of the same kind (its settings replace
+        these, as in PyTorch); sets the optimizer's rates for the restored step."""
+        own = self.state_dict()
+        if set(state) != set(own):
+            raise ValueError(f"scheduler state has {sorted(state)}, a {type(self).__name__} "
+                             f"has {sorted(own)}")
+        if isinstance(state["t"], bool) or not isinstance(state["t"], int) or state["t"] < 0:
+            raise ValueError(f"scheduler step t must be an integer >= 0, got {state['t']!r}")
+        vars(self).update(state)
+        self._apply()
+
 
 class ConstantLR(LRScheduler):
     def factor(self, t):

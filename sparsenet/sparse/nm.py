@@ -13,8 +13,9 @@ from __future__ import annotations
 import numpy as np
 
 from .. import backend
-from .base import (SparseMatrix, check_dense, check_index_array, check_mask, check_operand,
-                   check_shape, check_values, kernels_for, output, top_k_per_row_mask)
+from .base import (SparseMatrix, apply_epilogue, check_dense, check_index_array, check_mask,
+                   check_operand, check_shape, check_values, frozen, output, owned,
+                   top_k_per_row_mask, trusted_kernels)
 from .topology import check_grow_values, check_update_args, gather_values, merge_pattern
 
 
@@ -35,7 +36,7 @@ class NM(SparseMatrix):
     format = "nm"
 
     def __init__(self, values, idx, m):
-        idx = check_index_array(idx, "idx", ndim=3)                   # (n_rows, n_groups, N)
+        idx = owned(check_index_array(idx, "idx", ndim=3))    # (n_rows, n_groups, N), read-only
         n_rows, n_groups, n = idx.shape
         if n_rows == 0 or n_groups == 0:
             raise ValueError(f"idx must have shape (n_rows, n_groups, n) with n_rows, n_groups "
@@ -53,7 +54,7 @@ class NM(SparseMatrix):
         check_values(values, idx.size)
         self.shape = (n_rows, n_groups * m)
         self.n, self.m = n, m
-        self.idx = idx.astype(np.uint8, copy=False)
+        self.idx = frozen(idx.astype(np.uint8, copy=False))
         self.values = values
 
     # ----- facts and elements ------------------------------------------------------------
@@ -69,6 +70,9 @@ class NM(SparseMatrix):
 
     def _index_arrays(self):
         return [self.idx]
+
+    def _kernel_arrays(self):
+        return (self.idx,)
 
     def coords(self):
         n_rows, n_groups, n = self.idx.shape
@@ -131,20 +135,22 @@ class NM(SparseMatrix):
                              f"would hold {counts[g]} weights, not n = {n}")
 
     # ----- products ----------------------------------------------------------------------
-    def spmm(self, X, values=None, out=None):
+    def spmm(self, X, values=None, out=None, bias=None, relu=False):
         values = self._values_or_own(values).reshape(self.idx.shape)        # (n_rows, n_groups, N)
         X = check_operand(X, self.shape[1], values.dtype, "X")              # (n_cols, k)
         shape = (self.shape[0], X.shape[1])
         out = output(out, shape, values.dtype, like=X)
-        kernels_for(values, X).nm_spmm(values, self.idx, self.m, X, out)
-        return out                                                          # (n_rows, k)
+        idx, = self.kernel_index(backend.device_of(X))
+        trusted_kernels(values, X).nm_spmm(values, idx, self.m, X, out)
+        return apply_epilogue(out, bias, relu)                              # (n_rows, k)
 
     def spmm_t(self, G, values=None, out=None):
         values = self._values_or_own(values).reshape(self.idx.shape)
         G = check_operand(G, self.shape[0], values.dtype, "G")              # (n_rows, k)
         shape = (self.shape[1], G.shape[1])
         out = output(out, shape, values.dtype, like=G)
-        kernels_for(values, G).nm_spmm_t(values, self.idx, self.m, G, out)
+        idx, = self.kernel_index(backend.device_of(G))
+        trusted_kernels(values, G).nm_spmm_t(values, idx, self.m, G, out)
         return out                                                          # (n_cols, k)
 
     def sddmm(self, A, B, out=None):
@@ -153,7 +159,8 @@ class NM(SparseMatrix):
         if A.shape[1] != B.shape[1]:
             raise ValueError(f"A and B must have the same k, got {A.shape} and {B.shape}")
         out = output(out, (self.nnz,), self.dtype, like=A)
-        kernels_for(A, B).nm_sddmm(self.idx, self.m, A, B, out.reshape(self.idx.shape))
+        idx, = self.kernel_index(backend.device_of(A))
+        trusted_kernels(A, B).nm_sddmm(idx, self.m, A, B, out.reshape(self.idx.shape))
         return out                                                          # (nnz,)
 
     # ----- topology ----------------------------------------------------------------------
@@ -179,4 +186,4 @@ class NM(SparseMatrix):
                                  "within each group")
         values, new_from_old = gather_values(backend.to_numpy(self.values), source, grow_values)
         idx = (new_keys % self.m).reshape(self.idx.shape).astype(np.uint8)
-        return NM(values, idx, self.m), new_from_old
+        return NM(self._same_device(values), idx, self.m), new_from_old

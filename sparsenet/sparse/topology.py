@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import numpy as np
 
+from .. import backend
 from .base import check_index_array, check_shape, units_for_density
+from .sampling import distinct_keys, distinct_per_row, empty_keys, empty_keys_per_group
 
 
 def check_update_args(drop, grow_rows, grow_cols, n_units, grid):
@@ -121,8 +123,8 @@ def random_pattern(format, shape, density, rng, dtype=np.float32, block_size=16,
     if format == "block":
         bs = check_block_size(block_size, (n_rows, n_cols))
         grid_rows, grid_cols = n_rows // bs, n_cols // bs
-        keys = np.sort(rng.choice(grid_rows * grid_cols, replace=False,
-                                  size=units_for_density(density, grid_rows * grid_cols)))
+        keys = distinct_keys(grid_rows * grid_cols,
+                             units_for_density(density, grid_rows * grid_cols), rng)
         counts = np.bincount(keys // grid_cols, minlength=grid_rows)
         return Block(np.concatenate([[0], np.cumsum(counts)]), (keys % grid_cols).astype(np.int32),
                      np.zeros(keys.size * bs * bs, dtype), (n_rows, n_cols), bs)
@@ -130,16 +132,19 @@ def random_pattern(format, shape, density, rng, dtype=np.float32, block_size=16,
         raise ValueError(f"format must be one of 'csr', 'block', 'nm', 'masked', got {format!r}")
     if constant_fan_in:
         per_row = units_for_density(density, n_cols)
-        cols = np.stack([np.sort(rng.choice(n_cols, size=per_row, replace=False))
-                         for _ in range(n_rows)]).reshape(-1)
-        rows = np.repeat(np.arange(n_rows, dtype=np.int64), per_row)
+        cols = distinct_per_row(n_rows, n_cols, per_row, rng).reshape(-1)
+        counts = np.full(n_rows, per_row, dtype=np.int64)
     else:
-        keys = np.sort(rng.choice(n_rows * n_cols, replace=False,
-                                  size=units_for_density(density, n_rows * n_cols)))
-        rows, cols = keys // n_cols, keys % n_cols
-    cls = CSR if format == "csr" else Masked
-    return cls._from_coo(rows, cols, np.zeros(rows.size, dtype), (n_rows, n_cols),
-                         constant_fan_in=constant_fan_in)
+        keys = distinct_keys(n_rows * n_cols, units_for_density(density, n_rows * n_cols), rng)
+        cols, counts = keys % n_cols, np.bincount(keys // n_cols, minlength=n_rows)
+    if format == "masked":
+        rows = np.repeat(np.arange(n_rows, dtype=np.int64), counts)
+        return Masked._from_coo(rows, cols, np.zeros(rows.size, dtype), (n_rows, n_cols),
+                                constant_fan_in=constant_fan_in)
+    # the keys come sorted by (row, column): the CSR arrays directly, no sort, O(nnz)
+    indptr = np.concatenate([[0], np.cumsum(counts)])
+    return CSR(indptr, cols.astype(np.int32), np.zeros(cols.size, dtype), (n_rows, n_cols),
+               constant_fan_in)
 
 
 # ----- growth: the best empty units, a chunk of rows at a time -----------------------------
@@ -241,21 +246,24 @@ def dense_grad_topk(weight, G, X, k, dropped=None, chunk_rows=256):
     """RigL's growth rule: the empty units where |dL/dW| = |G @ X.T| is largest (per block:
     its L2 norm), G (n_rows, batch) and X (n_cols, batch) feature-major, never forming the
     whole dense gradient. CSR with a single k runs the kernel; the rest share one chunked path
-    with the same tie rule, so CSR and Masked choose the same positions."""
+    with the same tie rule, so CSR and Masked choose the same positions. On a GPU the products
+    run there; the chosen units come back to the host, where the topology is edited."""
     from .base import kernels_for
     if weight.format == "csr" and isinstance(check_grow_counts(weight, k), int):
         rows, cols = occupied_units(weight, dropped)
         indptr = np.concatenate([[0], np.cumsum(np.bincount(rows, minlength=weight.shape[0]))])
         k = check_grow_counts(weight, k)
-        out = kernels_for(G, X).dense_grad_topk(G, X, indptr.astype(np.int64),
-                                                cols.astype(np.int32), k, chunk_rows)
+        xp = backend.array_module(G)                     # the pattern goes where G and X are
+        out = kernels_for(G, X).dense_grad_topk(G, X, xp.asarray(indptr.astype(np.int64)),
+                                                xp.asarray(cols.astype(np.int32)), k, chunk_rows)
+        out = tuple(backend.to_numpy(a) for a in out)
         if out[0].size != k:
             raise ValueError(f"asked to grow {k} units but only {out[0].size} positions are empty")
         return out
     bs = weight.block_size if weight.format == "block" else 1
 
     def score_rows(r0, r1):
-        dense = np.abs(G[r0 * bs:r1 * bs] @ X.T)                   # (rows of the chunk, n_cols)
+        dense = backend.to_numpy(abs(G[r0 * bs:r1 * bs] @ X.T))   # (rows of the chunk, n_cols)
         if bs == 1:
             return dense
         tiles = dense.reshape(r1 - r0, bs, -1, bs)
@@ -265,7 +273,19 @@ def dense_grad_topk(weight, G, X, k, dropped=None, chunk_rows=256):
 
 
 def random_empty_units(weight, k, rng, dropped=None, chunk_rows=256):
-    """SET's growth rule: k empty units chosen uniformly at random (per group if k is an array):
-    the k largest of independent uniform scores, so it reuses the chunked top-k above."""
-    return topk_empty_units(weight, lambda r0, r1: rng.random((r1 - r0, weight.unit_grid[1])),
-                            k, dropped, chunk_rows)
+    """SET's growth rule: k empty units chosen uniformly at random (per constraint group if k
+    is an array), in O(nnz + k) time and memory (sampling.py: rejection of occupied places),
+    so it runs on layers whose grid of positions would never fit in memory. Units in `dropped`
+    count as empty. Returns (rows, cols, scores) like `dense_grad_topk`, sorted by (row, col);
+    the scores are zeros (a random choice has none). `chunk_rows` is accepted for the common
+    signature of growth rules and not needed here."""
+    k = check_grow_counts(weight, k)
+    grid_rows, grid_cols = weight.unit_grid
+    rows, cols = occupied_units(weight, dropped)
+    taken = np.sort(rows * grid_cols + cols)
+    if isinstance(k, int):
+        keys = empty_keys(taken, grid_rows * grid_cols, k, rng)
+    else:
+        group_width = grid_cols * grid_rows // weight.n_groups
+        keys = empty_keys_per_group(taken, group_width, k, rng)
+    return keys // grid_cols, keys % grid_cols, np.zeros(keys.size)
