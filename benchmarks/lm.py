@@ -19,7 +19,7 @@ Parts (`--part`, default all):
   share against an even split (1 is even; top-2 of 8 caps it at 4), per step of training
   (the goal's measure: the mean over the last tenth of the steps and the layers) and, at the
   end, over the validation split's batches with evaluation routing (no noise).
-  Records: benchmarks/results/lm/<cell>-s<seed>.json; table: benchmarks/results/lm.md.
+  Records: benchmarks/results/lm/<cell>-<steps>steps-s<seed>.json; table: benchmarks/results/lm.md.
 - `timing`: forward + backward seconds per token of the MoE layer against the dense FFN of the
   same active size (one training batch, 1,024 tokens of width 128: dense 128-512-128 against 8
   experts 128-256-128, top-2), medians over interleaved repeats, at one thread and at the
@@ -51,13 +51,13 @@ MODEL = "gpt:L2-D128-H4-T64"
 TRAINING = dict(dataset="shakespeare", optimizer="adamw", lr=3e-3, weight_decay=0.1,
                 batch_size=16, schedule="cosine")
 CELLS = {
-    "dense": (MODEL, "dense", 0.0, {}),
-    "moe": (MODEL + "-E8-K2", "dense", 0.0, {}),
-    "moe-nobalance": (MODEL + "-E8-K2-B0", "dense", 0.0, {}),
+    "dense": (MODEL, "dense", None, {}),
+    "moe": (MODEL + "-E8-K2", "dense", None, {}),
+    "moe-nobalance": (MODEL + "-E8-K2-B0", "dense", None, {}),
     # 90 % of the attention and FFN weights, the head dense: RigL's sparsity is of all the
     # weighted layers, so it is 0.9 times their share (rigl_sparsity)
-    "rigl": (MODEL, "rigl", None, {"dense_layers": ["last"]}),
-    "sr_ste": (MODEL, "sr_ste", 0.0, {"layers": "*ffn*"}),
+    "rigl": (MODEL, "rigl", "rigl", {"dense_layers": ["last"]}),
+    "sr_ste": (MODEL, "sr_ste", None, {"layers": "*ffn*"}),     # 2:4 sets its own sparsity
 }
 LM_DIR = os.path.join(RESULTS, "lm")
 
@@ -72,8 +72,9 @@ def rigl_sparsity(model_spec, sparsity=0.9, vocabulary=83):
     return sparsity * sum(sizes[:-1]) / sum(sizes)
 
 
-def record_path(cell, seed):
-    return os.path.join(LM_DIR, f"{cell}-s{seed}.json")
+def record_path(cell, seed, steps):
+    """Records of runs of different lengths live side by side: the table compares one length."""
+    return os.path.join(LM_DIR, f"{cell}-{steps}steps-s{seed}.json")
 
 
 def train(cells, seeds, steps, jobs):
@@ -81,9 +82,9 @@ def train(cells, seeds, steps, jobs):
     todo = []
     for cell in cells:
         model, method, sparsity, options = CELLS[cell]
-        sparsity = rigl_sparsity(model) if sparsity is None else sparsity
+        sparsity = rigl_sparsity(model) if sparsity == "rigl" else sparsity
         for seed in range(seeds):
-            path = record_path(cell, seed)
+            path = record_path(cell, seed, steps)
             if not os.path.exists(path):
                 fields = dict(TRAINING, model=model, method=method, sparsity=sparsity, seed=seed,
                               steps=steps)
@@ -111,11 +112,11 @@ def compact_records():
                 f.write(compact(record))
 
 
-def load_cells(seeds):
+def load_cells(seeds, steps):
     found = {}
     for cell in CELLS:
-        rs = [json.load(open(record_path(cell, s))) for s in range(seeds)
-              if os.path.exists(record_path(cell, s))]
+        rs = [json.load(open(record_path(cell, s, steps))) for s in range(seeds)
+              if os.path.exists(record_path(cell, s, steps))]
         if rs:
             found[cell] = rs
     return found
@@ -279,14 +280,14 @@ def goals(found, timing_rows):
     return "\n".join(lines)
 
 
-def write_table(seeds):
+def write_table(seeds, steps):
     compact_records()
-    found = load_cells(seeds)
+    found = load_cells(seeds, steps)
     timing_path = os.path.join(RESULTS, "lm-timing.json")
     timing_rows = json.load(open(timing_path))["rows"] if os.path.exists(timing_path) else []
-    steps = next(iter(found.values()))[0]["steps"] if found else "?"
     text = (f"# Character-level language models: {MODEL} on Shakespeare's plays\n\n"
-            f"Produced by `python benchmarks/lm.py` (records in results/lm/). {steps} steps of "
+            f"Produced by `python benchmarks/lm.py --steps {steps} --seeds {seeds}` (records in "
+            f"results/lm/*-{steps}steps-s*.json). {steps} steps of "
             f"16 x 64 characters, AdamW lr 3e-3, weight decay 0.1, cosine schedule, 5 % warm-up; "
             f"bits per character on the whole validation split (Julius Caesar, Twelfth Night; "
             f"230,987 characters) and the test split (Macbeth, The Tempest), mean ± std over "
@@ -326,7 +327,7 @@ def main(argv=None):
     if args.part in ("all", "lenet300"):
         import accuracy
         accuracy.main(["--suite", "nm", "--seeds", str(args.seeds), "--jobs", str(args.jobs)])
-    write_table(args.seeds)
+    write_table(args.seeds, args.steps)
 
 
 if __name__ == "__main__":

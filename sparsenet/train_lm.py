@@ -4,7 +4,9 @@ shakespeare`. `train.train_model` hands such a run to `train_language_model` her
 A step is one batch of random windows (`data.TextBatches`, batch_size x context characters);
 the loss is the mean cross-entropy of the next character plus the MoE layers' balancing losses.
 The run has `config.steps` steps, or, with steps = 0, `config.epochs` times the steps that see
-as many characters as the training split holds. Every method's hooks run as in the image loop
+as many characters as the training split holds; `config.max_steps` stops it early (the schedule
+stays the whole run's, the record says `stopped_early`). The thread policy (threads.py) is the
+image runs'. Every method's hooks run as in the image loop
 (setup before the optimizer, after_backward, after_step), so RigL, SR-STE and the others train
 transformers unchanged; the methods that need several training phases (lottery tickets,
 prune-then-fine-tune) are refused.
@@ -30,7 +32,7 @@ import time
 
 import numpy as np
 
-from . import metrics, optim
+from . import metrics, optim, threads
 from .algorithms import get_method
 from .data.text import TEXT_DATASETS, TextBatches, evaluation_windows, load_text
 from .nn import build_model
@@ -187,6 +189,9 @@ def train_language_model(config, log=print, model=None, corpus=None):
                          "model loop does not run; use a one-phase method (dense, rigl, set, "
                          "static, sr_ste, ...)")
     method.setup(model, None, batches, steps)
+    thread_policy = threads.apply_policy(model, config.threads)   # after setup: sparse layers count
+    # --max-steps probes a long run: the schedule is the whole run's, the loop stops early
+    run_steps = min(steps, config.max_steps) if config.max_steps is not None else steps
     optimizer = make_optimizer(config, param_groups(model, config.weight_decay))
     method.optimizer = optimizer
     warmup = max(1, int(WARMUP_FRACTION * steps)) if steps > 1 else 0
@@ -199,7 +204,7 @@ def train_language_model(config, log=print, model=None, corpus=None):
     history, losses, moe, window = [], [], moe_log(model), []
     start = t0 = time.perf_counter()
     eval_seconds = 0.0                        # evaluations during training, not training time
-    for step in range(steps):
+    for step in range(run_steps):
         x, y = batches.batch(step)
         loss = sequence_cross_entropy(model(x), y)
         aux = model.aux_loss() if isinstance(model, GPT) else None
@@ -220,7 +225,7 @@ def train_language_model(config, log=print, model=None, corpus=None):
         window.append(loss.item())
         if moe:
             _log_moe(moe, model)
-        if (step + 1) % eval_every == 0 or step + 1 == steps:
+        if (step + 1) % eval_every == 0 or step + 1 == run_steps:
             seconds = time.perf_counter() - t0
             bpc = evaluate_bpc(model, corpus.valid, context, eval_chars)
             eval_seconds += time.perf_counter() - t0 - seconds
@@ -246,10 +251,12 @@ def train_language_model(config, log=print, model=None, corpus=None):
         "sparsity": 1 - stored / full, "density": stored / full,
         "target_sparsity": config.sparsity,
         "val_bpc": val_bpc, "test_bpc": test_bpc, "evaluated_on": "validation and test splits",
-        "steps": steps, "tokens_per_step": config.batch_size * context,
-        "epochs": steps * config.batch_size * context / len(corpus.train),
+        "steps": run_steps, "planned_steps": steps, "stopped_early": run_steps < steps,
+        "tokens_per_step": config.batch_size * context,
+        "epochs": run_steps * config.batch_size * context / len(corpus.train),
         "seed": config.seed, "train_seconds": train_seconds, "eval_seconds": eval_seconds,
-        "seconds_per_step": train_seconds / steps, "history": history, "train_loss": losses,
+        "seconds_per_step": train_seconds / run_steps, "threads": thread_policy,
+        "history": history, "train_loss": losses,
         "layers": prunable, "parameters": model.num_parameters(),
         "weights_stored": stored, "weights_dense": full,
         "active_weights_per_token": fwd_sparse // 2,

@@ -116,3 +116,16 @@ def test_no_matching_layer_is_an_error():
     model = build_model("mlp:16-8-4", input_shape=(1, 4, 4), num_classes=4)
     with pytest.raises(ValueError, match="no layer matches"):
         get_method("sr_ste", layers="*ffn*").setup(model, None, None, 2)
+
+
+def test_left_out_sparsity_is_n_over_m_without_a_warning():
+    import warnings
+
+    from sparsenet.guards import make_method
+    from sparsenet.train import TrainConfig
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        _, config = make_method(TrainConfig(method="sr_ste"))
+        _, one_of_four = make_method(TrainConfig(method="sr_ste",
+                                                 method_options={"n": 1, "m": 4}))
+    assert config.sparsity == 0.5 and one_of_four.sparsity == 0.75

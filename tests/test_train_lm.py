@@ -121,3 +121,12 @@ def test_compare_refuses_language_models_with_one_line(capsys):
     assert cli.main(["compare", "--methods", "rigl", "--dataset", "shakespeare",
                      "--model", "gpt:L1-D16-H2-T16"]) == 2
     assert "image classifiers" in capsys.readouterr().err
+
+
+def test_max_steps_stops_early_on_the_whole_runs_schedule_with_the_thread_policy(fast_mode):
+    r = run(TrainConfig(**TINY, steps=8, max_steps=3, threads=1), log=None)
+    assert r["steps"] == 3 and r["planned_steps"] == 8 and r["stopped_early"]
+    assert len(r["train_loss"]) == 3 and r["history"][-1]["step"] == 3
+    assert r["threads"]["threads"] == 1 and r["threads"]["owner"] in ("numba", "blas")
+    whole = run(TrainConfig(**TINY, steps=8, threads=1), log=None)
+    assert not whole["stopped_early"] and whole["train_loss"][:3] == r["train_loss"]

@@ -133,3 +133,11 @@ def test_a_sparse_transformer_trains_through_sparse_layers():
     loss.backward()
     assert model.get_submodule("blocks.0.ffn.fc1").values.grad is not None
     assert np.isfinite(loss.item()) and Tensor(loss.data).item() > 0
+
+
+def test_a_transformer_is_built_dense_and_a_sparse_construction_is_refused():
+    with pytest.raises(ValueError, match="built dense"):
+        build_model("gpt:L1-D16-H2-T8", num_classes=10, sparsity=0.5)
+    from sparsenet.nn.models import architecture
+    with pytest.raises(ValueError, match="transformer"):
+        architecture("gpt:L1-D16-H2-T8", num_classes=10)

@@ -201,11 +201,12 @@ for factor in (0.5, 1.0, 1.25, 2.0, None):
 # %% [markdown]
 # ## 4. What sparse FFNs and experts each buy
 #
-# `benchmarks/lm.py` trains the 2-block, width-128 transformer for 2,000 steps five ways:
-# dense; 8 experts top-2 (each expert half the dense FFN's width, so a token uses the same
-# number of weights); the same without balancing; RigL at 90 % on the attention and FFN
-# weights; SR-STE 2:4 on the FFNs. It writes records under `benchmarks/results/lm/`; here are
-# their numbers, read from those records (no number below is typed by hand).
+# `benchmarks/lm.py` trains the 2-block, width-128 transformer five ways, `--steps` steps
+# each: dense; 8 experts top-2 (each expert half the dense FFN's width, so a token uses the
+# same number of weights); the same without balancing; RigL at 90 % on the attention and FFN
+# weights; SR-STE 2:4 on the FFNs. It writes records under `benchmarks/results/lm/`, named
+# `<cell>-<steps>steps-s<seed>.json` (compare runs of the same length only); here are their
+# numbers, read from those records (no number below is typed by hand).
 
 # %%
 import json  # noqa: E402
@@ -242,7 +243,8 @@ for cell, rs in records.items():
 # **Try it.** Train `gpt:L2-D128-H4-T64-E8-K1-switch` with `sparsenet train --dataset
 # shakespeare --optimizer adamw --lr 3e-3 --batch-size 16 --steps 2000`: one expert per token
 # at full FFN width (`F512`) is the Switch Transformer's choice; compare its record with the
-# top-2 run's.
+# top-2 run's. To see how fast a long run goes before committing to it, add `--max-steps 50`:
+# it stops after 50 steps of the 2,000-step schedule, and its record says `stopped_early`.
 
 # %%
 if matplotlib.get_backend().lower() != "agg":

@@ -147,6 +147,18 @@ class SRSTEConv2d(_SRSTELayer, Conv2d):
 @register("sr_ste")
 class SRSTE(SparseMethod):
     """N:M from scratch: masked forward, straight-through backward, decay of pruned weights."""
+    option_help = {
+        "sparsity": "left out (0): 1 - n/m, all N:M allows; any other value must equal it",
+        "n": "N, weights kept in every group of M consecutive inputs (SR-STE paper: 2)",
+        "m": "M, the group size (SR-STE paper: 4; 2:4 is what sparse tensor cores run)",
+        "decay": "λ_W, the sparse-refined decay of the pruned weights (reference code "
+                 "aojunzz/NM-sparsity, `decay = 0.0002`)",
+        "layers": "which Linear/Conv2d layers become N:M: \"all\" or fnmatch patterns of names "
+                  "(\"*ffn*\": a transformer's feed-forward layers)",
+        "format": "must be nm: the trained layers become NM sparse layers",
+        "block_size": "unused (sr_ste is N:M only); kept for the common signature",
+        "distribution": "unused (every chosen layer is at n/m); kept for the common signature",
+    }
 
     def __init__(self, sparsity=0.0, n=2, m=4, decay=2e-4, layers="all", dense_layers=(),
                  format="nm", block_size=16, distribution="erk"):
