@@ -54,6 +54,10 @@ def validate_config(config):
         raise ValueError(f"progress must be True or False, got {config.progress!r}")
     if config.device not in ("cpu", "cuda"):
         raise ValueError(f"device must be 'cpu' or 'cuda', got {config.device!r}")
+    if config.device == "cuda" and isinstance(config.model, str) \
+            and config.model.startswith("gpt:"):
+        raise ValueError(f"language models train on the CPU (the MoE kernels have no GPU twin "
+                         f"yet), got device {config.device!r}")
     if config.device == "cuda" and not backend.cuda_available():
         raise ValueError("device='cuda' (--device cuda) needs CuPy and an NVIDIA GPU; none "
                          "was found (install the 'gpu' extra on a machine with CUDA, or "

@@ -367,6 +367,9 @@ def train_model(config: TrainConfig, log=print, model=None, data=None, checkpoin
     manual_seed(config.seed)
     from .train_lm import is_language_model      # text and transformers: their own loop
     if is_language_model(config):
+        if checkpointer is not None:
+            raise ValueError("checkpoints (--checkpoint, --resume) are for image runs; a "
+                             "language-model run cannot be checkpointed yet")
         from .train_lm import train_language_model
         return train_language_model(config, log=log, model=model, corpus=data)
     data = data or load_arrays(config.data, config.dataset)

@@ -130,3 +130,10 @@ def test_max_steps_stops_early_on_the_whole_runs_schedule_with_the_thread_policy
     assert r["threads"]["threads"] == 1 and r["threads"]["owner"] in ("numba", "blas")
     whole = run(TrainConfig(**TINY, steps=8, threads=1), log=None)
     assert not whole["stopped_early"] and whole["train_loss"][:3] == r["train_loss"]
+
+
+def test_a_language_model_run_refuses_checkpoints_with_one_line(fast_mode, capsys, tmp_path):
+    assert cli.main(["train", "--dataset", "shakespeare", "--model", "gpt:L1-D16-H2-T16",
+                     "--no-progress", "--checkpoint", str(tmp_path / "ck")]) == 2
+    err = capsys.readouterr().err
+    assert "cannot be checkpointed" in err and "Traceback" not in err
