@@ -243,14 +243,16 @@ def timing_table(rows):
     return markdown_table(
         ["threads", "pools (owner; Numba, BLAS threads)", "dense FFN µs/token (fwd+bwd)",
          "MoE µs/token (fwd+bwd)", "MoE / dense", "expert load max/mean"],
-        [[r["threads"], _pools(r.get("policy")), f"{r['dense_us_per_token']:.2f}",
+        [[r["threads"], _pools(r), f"{r['dense_us_per_token']:.2f}",
           f"{r['moe_us_per_token']:.2f}", f"{r['ratio']:.2f}", f"{r['load_max_mean']:.2f}"]
          for r in rows])
 
 
-def _pools(policy):
+def _pools(row):
+    policy = row.get("policy")
     if not policy:
-        return "libraries' defaults (no thread policy)"
+        return ("1, 1 (environment; no thread policy)" if row["threads"] == "1"
+                else "libraries' defaults (no thread policy)")
     return f"{policy['owner']}; {policy['numba_threads']}, {policy['blas_threads']}"
 
 
@@ -295,6 +297,18 @@ def goals(found, timing_rows):
     return "\n".join(lines)
 
 
+def earlier_timing() -> str:
+    """The table of lm-timing-no-thread-policy.json, if kept: the same timing by the script's
+    first version, with both libraries' pools at their defaults (before the thread policy)."""
+    path = os.path.join(RESULTS, "lm-timing-no-thread-policy.json")
+    if not os.path.exists(path):
+        return ""
+    earlier = json.load(open(path))
+    return (f"Without the thread policy (both pools at the libraries' defaults; measured "
+            f"{earlier['machine']['date']} by the script's first version, record "
+            f"lm-timing-no-thread-policy.json):\n\n{timing_table(earlier['rows'])}\n\n")
+
+
 def write_table(seeds, steps):
     compact_records()
     found = load_cells(seeds, steps)
@@ -316,6 +330,7 @@ def write_table(seeds, steps):
             f"process).\n\n"
             f"{train_table(found)}\n\n## MoE layer time per token\n\n"
             f"{measured}{timing_table(timing_rows) if timing_rows else '(not run)'}\n\n"
+            f"{earlier_timing()}"
             f"## Goals (issue 13)\n\n{goals(found, timing_rows)}\n")
     with open(os.path.join(RESULTS, "lm.md"), "w") as f:
         f.write(text)
