@@ -16,6 +16,7 @@ benchmarks/results/accuracy-<suite>-<model>.md.
     python benchmarks/accuracy.py --suite dst                # static, set, rigl, srigl, mest, ...
     python benchmarks/accuracy.py --suite tuned --seeds 3
     python benchmarks/accuracy.py --suite conv --model lenet5 --jobs 2
+    python benchmarks/accuracy.py --suite nm --jobs 2                # SR-STE 2:4 against dense
     python benchmarks/accuracy.py --suite custom --cells rigl:0.9,static:0.98 --seeds 2
 
 A suite reuses records already on disk (delete them to rerun), so it can be resumed. `--jobs N`
@@ -62,6 +63,8 @@ SUITES = {
               ("random", 0.98, {"lr": 0.1})],
     # convolutional models (--model lenet5): lr 0.01, Caffe's LeNet solver (0.05 diverges)
     "conv": [("dense", 0.0, {"lr": 0.01}), ("gmp", 0.9, {"lr": 0.01})],
+    # N:M from scratch (issue 13): SR-STE 2:4 on every layer, at the defaults
+    "nm": [("sr_ste", 0.5, {})],
 }
 REFERENCE = {"tuned": ("dense", 0.0, {"weight_decay": 5e-4}), "conv": ("dense", 0.0, {"lr": 0.01})}
 DEFAULT_REFERENCE = ("dense", 0.0, {})

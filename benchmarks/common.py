@@ -109,9 +109,13 @@ def _train_and_write(job):
     _, record = train_model(config, log=None)
     with open(path, "w") as f:
         json.dump(record, f, indent=1)
-    split = "val" if "val_accuracy" in record else "test"
-    print(f"   {os.path.basename(path)}: {split} {100 * record[split + '_accuracy']:.2f} %  "
-          f"density {record['density']:.4f}  {record['train_seconds']:.0f} s", flush=True)
+    if "val_bpc" in record:                   # a language model (benchmarks/lm.py)
+        score = f"val {record['val_bpc']:.4f} bits/char"
+    else:
+        split = "val" if "val_accuracy" in record else "test"
+        score = f"{split} {100 * record[split + '_accuracy']:.2f} %"
+    print(f"   {os.path.basename(path)}: {score}  density {record['density']:.4f}  "
+          f"{record['train_seconds']:.0f} s", flush=True)
     return path
 
 

@@ -18,7 +18,7 @@ import sys
 
 import numpy as np
 
-from .cpu import args
+from .cpu import args, moe_args
 from .cpu.checks import check_csr, check_nm
 
 trusted = sys.modules[__name__]     # the reference checks everything: its trusted path is itself
@@ -413,4 +413,69 @@ def huffman_decode(stream, n_bits, lengths, out):
             code, length, pos = (code << 1) | int(bits[pos]), length + 1, pos + 1
         out[i] = table[(length, code)]
     raise_decode_status(pos, n_bits, n)
+
+
+# ---- mixture of experts ----------------------------------------------------
+
+def moe_plan(expert_index, n_experts, capacity, position, offsets):
+    """Group (token, choice) pairs by expert in one buffer: expert e owns rows
+    offsets[e] .. offsets[e + 1]; position[t, s] is the row of token t's s-th
+    choice expert_index[t, s], or -1 when that expert already holds `capacity`
+    rows. Priority: every first choice (in token order) before any second
+    choice, and so on, so overflow drops the later choices first (GShard and
+    Switch Transformer order). Fills position (n, k) int64 and offsets
+    (n_experts + 1,) int64; returns (position, offsets)."""
+    n, k, n_experts, capacity = moe_args.moe_plan(expert_index, n_experts, capacity, position,
+                                                  offsets)
+    order = [(t, s) for s in range(k) for t in range(n)]
+    rows = {e: [] for e in range(n_experts)}
+    for t, s in order:
+        e = int(expert_index[t, s])
+        if len(rows[e]) < capacity:
+            rows[e].append((t, s))
+    offsets[0] = 0
+    for e in range(n_experts):
+        offsets[e + 1] = offsets[e] + len(rows[e])
+    position[...] = -1
+    for e in range(n_experts):
+        for i, (t, s) in enumerate(rows[e]):
+            position[t, s] = offsets[e] + i
+    return position, offsets
+
+
+def moe_dispatch(x, position, weights, out):
+    """out (rows, d): out[position[t, s]] = weights[t, s] * x[t] for every kept
+    choice; rows that no position names are 0. With weights 1 this gathers the
+    tokens by expert; with the gate weights it is the adjoint of moe_combine."""
+    moe_args.moe_dispatch(x, position, weights, out)
+    out[...] = 0
+    for t in range(position.shape[0]):
+        for s in range(position.shape[1]):
+            if position[t, s] >= 0:
+                out[position[t, s]] = weights[t, s] * x[t]
+    return out
+
+
+def moe_combine(y, position, weights, out):
+    """out (n, d): out[t] = sum over kept choices s of weights[t, s] *
+    y[position[t, s]]: every token gets its experts' outputs back, weighted by
+    its gates; a token with every choice dropped gets 0."""
+    moe_args.moe_combine(y, position, weights, out)
+    for t in range(position.shape[0]):
+        acc = np.zeros(y.shape[1], dtype=y.dtype)
+        for s in range(position.shape[1]):
+            if position[t, s] >= 0:
+                acc += weights[t, s] * y[position[t, s]]
+        out[t] = acc
+    return out
+
+
+def moe_combine_weight_grad(g, y, position, out):
+    """out (n, k): out[t, s] = dot(g[t], y[position[t, s]]), 0 for a dropped
+    choice: the gradient of moe_combine with respect to its weights."""
+    moe_args.moe_combine_weight_grad(g, y, position, out)
+    for t in range(position.shape[0]):
+        for s in range(position.shape[1]):
+            r = position[t, s]
+            out[t, s] = np.dot(g[t], y[r]) if r >= 0 else 0
     return out

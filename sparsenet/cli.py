@@ -53,7 +53,8 @@ def _parse_options(pairs):
 
 
 def add_train_arguments(p, single_run=True):
-    p.add_argument("--model", default="lenet300", help="lenet300, lenet5, conv2/4/6, mlp:784-...-10")
+    p.add_argument("--model", default="lenet300",
+                   help="lenet300, lenet5, conv2/4/6, mlp:784-...-10, gpt:L4-D128-H4-T64[-E8-K2]")
     if single_run:
         p.add_argument("--method", default="dense",
                        help="dense or a method from `sparsenet methods`")
@@ -61,6 +62,8 @@ def add_train_arguments(p, single_run=True):
                        help="fraction of weights removed; left out, a sparse method trains at "
                             "its own default (`sparsenet methods NAME`), and says so")
     p.add_argument("--epochs", type=int, default=20, help="training epochs")
+    p.add_argument("--steps", type=int, default=0,
+                   help="language models: training steps (0: --epochs passes over the text)")
     p.add_argument("--batch-size", type=int, default=128, help="mini-batch size")
     p.add_argument("--lr", type=float, default=0.05, help="learning rate (peak of the schedule)")
     p.add_argument("--momentum", type=float, default=0.9, help="SGD momentum")
@@ -72,7 +75,8 @@ def add_train_arguments(p, single_run=True):
     p.add_argument("--seed", type=int, default=0,
                    help="random seed" + ("" if single_run else " of the first run"))
     p.add_argument("--data", default="auto", help="auto | subset | full | a directory")
-    p.add_argument("--dataset", default="fashion-mnist", choices=["fashion-mnist", "mnist"],
+    p.add_argument("--dataset", default="fashion-mnist",
+                   choices=["fashion-mnist", "mnist", "shakespeare"],
                    help="the data set")
     p.add_argument("--device", default="cpu", choices=["cpu", "cuda"],
                    help="where to train (cuda needs CuPy and an NVIDIA GPU)")
@@ -159,10 +163,14 @@ def config_from_args(args):
                        data=args.data, dataset=args.dataset, device=args.device,
                        progress=not args.no_progress, method_options=options, l1=args.l1,
                        group_lasso=args.group_lasso, groups=args.groups, val=args.val,
-                       threads=args.threads, max_steps=getattr(args, "max_steps", None))
+                       threads=args.threads, max_steps=getattr(args, "max_steps", None),
+                       steps=args.steps)
 
 
 def summary_line(record) -> str:
+    if "val_bpc" in record:                    # a language model's record
+        from .train_lm import summary_line as lm_summary_line
+        return lm_summary_line(record)
     b = record["bytes"]["total"]
     from . import metrics
     split, accuracy = metrics.evaluated_accuracy(record)

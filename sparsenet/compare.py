@@ -133,6 +133,10 @@ def cmd_compare(args):
     import dataclasses
     args.sparsity, args.method = None, "dense"
     base = config_from_args(args)
+    from .data.text import TEXT_DATASETS
+    if base.dataset in TEXT_DATASETS or base.model.startswith("gpt:"):
+        raise ValueError("compare tabulates the accuracy of image classifiers; for language "
+                         "models run `sparsenet train` per method, or benchmarks/lm.py")
     for m in methods:                   # bad flags or options fail here, before any work
         sparse = m != "dense"
         dataclasses.replace(base, method=m, sparsity=sparsities[0] if sparse else None,

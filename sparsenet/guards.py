@@ -54,10 +54,15 @@ def validate_config(config):
         raise ValueError(f"progress must be True or False, got {config.progress!r}")
     if config.device not in ("cpu", "cuda"):
         raise ValueError(f"device must be 'cpu' or 'cuda', got {config.device!r}")
+    if config.device == "cuda" and isinstance(config.model, str) \
+            and config.model.startswith("gpt:"):
+        raise ValueError(f"language models train on the CPU (the MoE kernels have no GPU twin "
+                         f"yet), got device {config.device!r}")
     if config.device == "cuda" and not backend.cuda_available():
         raise ValueError("device='cuda' (--device cuda) needs CuPy and an NVIDIA GPU; none "
                          "was found (install the 'gpu' extra on a machine with CUDA, or "
                          "train on the cpu)")
+    _integer(config.steps, "steps", 0)
     if config.max_steps is not None:
         _integer(config.max_steps, "max_steps", 1)
     from .threads import check_threads
@@ -88,6 +93,14 @@ def validate_method(config):
     check_option_names(config.method, cls, config.method_options)
 
 
+def _default(method_name, option):
+    """The default of one option of a registered method (None when it has no such option)."""
+    from .algorithms.base import method_class
+    from .algorithms.options import method_options
+    return next((o.default for o in method_options(method_class(method_name))
+                 if o.name == option), None)
+
+
 def make_method(config):
     """(the method, config with its sparsity resolved). Sparsity left out (None): 0 for dense,
     n/m's for the N:M format, else the method's own default, announced by a warning (a sparse
@@ -98,8 +111,10 @@ def make_method(config):
         return get_method("dense"), dataclasses.replace(config, sparsity=0.0)
     if config.sparsity is not None:
         options["sparsity"] = config.sparsity
-    elif options.get("format") == "nm":
-        options["sparsity"] = 1.0 - options.get("n", 2) / options.get("m", 4)
+    elif options.get("format", _default(config.method, "format")) == "nm":
+        # N:M fixes the sparsity (sr_ste is N:M by default): nothing to announce
+        options["sparsity"] = 1.0 - options.get("n", _default(config.method, "n") or 2) / \
+            options.get("m", _default(config.method, "m") or 4)
     method = get_method(config.method, **options)
     sparsity = float(getattr(method, "sparsity", 0.0) or 0.0)
     if config.sparsity is None and "sparsity" not in options and sparsity > 0:

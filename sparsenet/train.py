@@ -58,6 +58,7 @@ class TrainConfig:
     group_lasso: float = 0.0
     groups: str = "rows"            # rows | columns | blocks (group lasso)
     val: int = 0                    # hold out this many training images and evaluate on them
+    steps: int = 0                  # language models: training steps (0: epochs decide)
     threads: int | None = None      # cores for the pool that owns them (threads.py); None: all
     max_steps: int | None = None    # stop after this many optimizer steps (a probe of a long run)
 
@@ -386,6 +387,13 @@ def train_model(config: TrainConfig, log=print, model=None, data=None, checkpoin
     config.validate()
     method, config = make_method(config)
     manual_seed(config.seed)
+    from .train_lm import is_language_model      # text and transformers: their own loop
+    if is_language_model(config):
+        if checkpointer is not None:
+            raise ValueError("checkpoints (--checkpoint, --resume) are for image runs; a "
+                             "language-model run cannot be checkpointed yet")
+        from .train_lm import train_language_model
+        return train_language_model(config, log=log, model=model, corpus=data)
     data = data or load_arrays(config.data, config.dataset)
     if config.val:
         data = split_validation(data, config.val)

@@ -51,7 +51,7 @@ def test_a_validation_setting_only_holds_known_keys():
                     get_method(method, sparsity=sparsity, **options)   # raises on a typo
 
 
-@pytest.mark.parametrize("suite", ["pruning", "dst", "tuned", "conv"])
+@pytest.mark.parametrize("suite", ["pruning", "dst", "tuned", "conv", "nm"])
 def test_accuracy_suites_name_known_methods_and_options(suite):
     import accuracy
     from sparsenet.algorithms import get_method

@@ -209,9 +209,11 @@ def test_a_dst_run_too_short_for_its_delta_t_says_so(fast_mode):
 
 
 # deep_compression: without --sparsity each layer takes the paper's density (its tables), no
-# global default to announce (test_deep_compression checks those densities)
+# global default to announce (test_deep_compression checks those densities); sr_ste is N:M by
+# default, which fixes its sparsity: no warning (tests/test_sr_ste.py)
 @pytest.mark.parametrize("name", [n for n in available()
-                                  if n not in ("dense", "regularized", "deep_compression")])
+                                  if n not in ("dense", "regularized", "deep_compression",
+                                               "sr_ste")])
 def test_a_sparse_method_without_sparsity_trains_at_its_default_and_says_so(name):
     with pytest.warns(UserWarning, match=f"{name}: no sparsity given"):
         method, config = make_method(TrainConfig(method=name))

@@ -15,6 +15,7 @@ from .convert import (bsr_from_dense, bsr_to_dense, csr_from_dense, csr_to_dense
                       nm_from_dense, nm_to_dense)
 from .csr import csr_sddmm, csr_spmm, csr_spmm_t, csr_spmm_t_sddmm, csr_to_csc
 from .elementwise import adam_update, relu_backward, sgd_update
+from .moe import moe_combine, moe_combine_weight_grad, moe_dispatch, moe_plan
 from .nm import nm_sddmm, nm_spmm, nm_spmm_t
 from .topk import dense_grad_topk, topk_flat, topk_per_group, topk_per_row
 from . import trusted  # noqa: E402  (after the kernels it re-exports)
@@ -29,11 +30,14 @@ KERNELS = (
     "im2col", "col2im",
     "relu_backward", "sgd_update", "adam_update",
     "codebook_spmm", "huffman_decode",
+    "moe_plan", "moe_dispatch", "moe_combine", "moe_combine_weight_grad",
 )
 
 # kernels with no CUDA twin yet: the compressed form (Deep Compression) is decoded and run on
-# the host; a GPU model keeps float CSR weights
-HOST_ONLY_KERNELS = ("codebook_spmm", "huffman_decode")
+# the host, a GPU model keeps float CSR weights; language models (the MoE routing kernels) are
+# refused on a GPU device
+HOST_ONLY_KERNELS = ("codebook_spmm", "huffman_decode",
+                     "moe_plan", "moe_dispatch", "moe_combine", "moe_combine_weight_grad")
 
 __all__ = list(KERNELS) + ["check_csr", "check_bsr", "check_nm", "KERNELS", "HOST_ONLY_KERNELS",
                            "trusted"]

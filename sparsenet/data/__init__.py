@@ -1,4 +1,5 @@
-"""The data layer: IDX files, Fashion-MNIST/MNIST loading, batching, download.
+"""The data layer: IDX files, Fashion-MNIST/MNIST loading, batching, download, and the
+bundled character-level text corpus (`load_text("shakespeare")`, `TextBatches`).
 
 Quick start::
 
@@ -21,9 +22,16 @@ from .datasets import (
 from .download import DownloadError, download_dataset
 from .idx import IDXError, read_idx, write_idx
 from .loader import BatchLoader
+from .text import TEXT_DATASETS, TextBatches, TextCorpus, Vocabulary, evaluation_windows, load_text
 
 __all__ = [
     "BatchLoader",
+    "TEXT_DATASETS",
+    "TextBatches",
+    "TextCorpus",
+    "Vocabulary",
+    "evaluation_windows",
+    "load_text",
     "CLASS_NAMES",
     "Dataset",
     "DownloadError",

@@ -1,4 +1,5 @@
-"""Neural-network operations: activations, linear, losses, dropout, convolution, pooling.
+"""Neural-network operations: activations, linear, losses, dropout, convolution, pooling
+(and, from `sequence_ops`, those of sequence models: embedding, layer norm, attention, ...).
 
 Same pattern as `sparsenet.ops`: one Function per operation, forward and backward side by side,
 and a small function that users call (`F.relu(x)`, `F.cross_entropy(logits, labels)`).
@@ -271,5 +272,10 @@ def max_pool2d(x: Tensor, kernel_size=2, stride=None) -> Tensor:
     return MaxPool2d.apply(x, kernel_size=kernel, stride=stride)
 
 
+# the operations of sequence models live in their own file; F.layer_norm etc. reach them here
+from .sequence_ops import (batched_matmul, causal_attention, embedding, gelu,  # noqa: E402
+                           layer_norm, normal_cdf, sequence_cross_entropy, softmax, softplus)
+
 __all__ = ["relu", "tanh", "sigmoid", "linear", "log_softmax", "cross_entropy", "dropout",
-           "flatten", "conv2d", "max_pool2d"]
+           "flatten", "conv2d", "max_pool2d", "embedding", "layer_norm", "gelu", "softplus",
+           "normal_cdf", "softmax", "batched_matmul", "causal_attention", "sequence_cross_entropy"]

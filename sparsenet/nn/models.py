@@ -7,6 +7,9 @@
   Figure 2): 3x3 convolutions with 64, 64 | 128, 128 | 256, 256 filters, a 2x2 max-pool after
   each pair, then fully connected 256-256-10.
 - `mlp:784-4096-4096-10`: any stack of fully connected layers with ReLU between them.
+- `gpt:L4-D128-H4-T64` (and `...-E8-K2` with experts): a decoder-only transformer for
+  character-level text, `num_classes` being the vocabulary (see `sparsenet.nn.transformer`).
+  It is always built dense: sparse methods sparsify its layers when the run sets them up.
 
 A model is first described (`architecture`: a list of layer descriptions, no weights), then
 built. That order is what lets `build_model` make a sparse model without ever allocating its
@@ -75,8 +78,11 @@ def architecture(spec: str, input_shape=(1, 28, 28), num_classes=10) -> list:
             raise ValueError(f"mlp spec {spec!r} starts with {sizes[0]} inputs but the data has "
                              f"{channels * height * width}")
         return _mlp(sizes)
-    raise ValueError(f"unknown model {spec!r}: expected one of {', '.join(NAMED)} "
-                     "or 'mlp:IN-H1-...-OUT'")
+    if spec.startswith("gpt:"):
+        raise ValueError(f"model {spec!r} is a transformer, not a stack of layer descriptions: "
+                         "build it with build_model")
+    raise ValueError(f"unknown model {spec!r}: expected one of {', '.join(NAMED)}, "
+                     "'mlp:IN-H1-...-OUT' or 'gpt:L4-D128-H4-T64'")
 
 
 def weight_shapes(layers) -> dict:
@@ -139,6 +145,15 @@ def build_model(spec: str, input_shape=(1, 28, 28), num_classes=10, rng=None, *,
     layers as empty sparse placeholders for a load to fill.
     """
     from .sparse_layers import SparseConv2d, SparseLinear
+    if isinstance(spec, str) and spec.startswith("gpt:"):
+        if any(v is not None for v in (sparsity, epsilon, density_per_layer)) or sparse_layout:
+            raise ValueError(f"model {spec!r} is built dense (its sparse layers come from the "
+                             "method's setup): give no sparsity, epsilon, density_per_layer "
+                             "or sparse_layout")
+        from .transformer import build_gpt
+        model = build_gpt(spec, vocabulary=num_classes, rng=rng)
+        model.spec = spec
+        return model
     layers = architecture(spec, input_shape, num_classes)
     shapes = weight_shapes(layers)
     if sparse_layout:            # the file's sizes are checked by the loader, the rest here
