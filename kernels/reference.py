@@ -413,6 +413,7 @@ def huffman_decode(stream, n_bits, lengths, out):
             code, length, pos = (code << 1) | int(bits[pos]), length + 1, pos + 1
         out[i] = table[(length, code)]
     raise_decode_status(pos, n_bits, n)
+    return out
 
 
 # ---- mixture of experts ----------------------------------------------------

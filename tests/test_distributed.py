@@ -349,11 +349,12 @@ def test_ranks_started_differently_are_refused_naming_the_difference(name, expec
 
 @needs_mpi
 def test_a_rank_whose_mask_drifts_is_caught_at_the_next_topology_check(jobs):
-    # SET updates at step 2 (delta_t=2); rank 1 changes one column index just before the check
+    # SET updates in the run's third step (delta_t=2, steps counted from 0 by the method, from 1
+    # in messages); rank 1 changes one column index just before the check
     _, code, out, err = finish(jobs, "drift")
     assert code == 2, err
     lines = [line for line in err.splitlines() if line.strip()]
-    assert lines == ["sparsenet train: error: after step 2 layer '1' has another topology "
+    assert lines == ["sparsenet train: error: after step 3 layer '1' has another topology "
                      "(mask) on rank 1 than on rank 0: the replicas drifted apart (a different "
                      "MPI reduction order, or a rank started differently)"], err
 
