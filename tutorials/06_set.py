@@ -13,7 +13,6 @@
 #     name: python3
 # ---
 
-
 # %% [markdown]
 # # 06 · SET: sparse from the first step, rewired while it learns
 #
@@ -307,11 +306,15 @@ class Watched(SET):
 
     def setup(self, model, optimizer, loader, total_steps):
         super().setup(model, optimizer, loader, total_steps)
-        self.masks = [(0, self.layers[0][1].weight.mask())]
+        self.masks = [(0, self.first_mask())]
+
+    def first_mask(self):
+        _, first_layer = self.layers[0]          # self.layers: the (name, layer) pairs it edits
+        return first_layer.weight.mask()
 
     def update(self, step):
         super().update(step)
-        self.masks.append((step, self.layers[0][1].weight.mask()))
+        self.masks.append((step, self.first_mask()))
 
 
 static_model, static_history, _ = train(get_method("static", sparsity=0.9))
@@ -343,7 +346,7 @@ print(f"SET's training FLOPs: {set_flops['training_relative']:.3f} of dense (ran
 # a new connection that turns out useful grows away from zero and stays.
 
 # %%
-start = set_method.masks[0][1]
+_, start = set_method.masks[0]                # (step 0, the initial mask)
 update_steps = [s for s, _ in set_method.masks]
 shared = [(mask & start).sum() / start.sum() for _, mask in set_method.masks]
 fig, ax = plt.subplots(figsize=(6, 3))

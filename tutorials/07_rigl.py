@@ -13,7 +13,6 @@
 #     name: python3
 # ---
 
-
 # %% [markdown]
 # # 07 · RigL: let the gradient choose the new connections
 #
@@ -288,7 +287,8 @@ class Watched(RigL):
         self.pictures = [(0, self.picture())]
 
     def picture(self):
-        return self.layers[0][1].weight.mask().sum(axis=0).reshape(28, 28)
+        _, first_layer = self.layers[0]          # self.layers: the (name, layer) pairs it edits
+        return first_layer.weight.mask().sum(axis=0).reshape(28, 28)
 
     def update(self, step):
         super().update(step)
