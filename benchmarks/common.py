@@ -13,6 +13,13 @@ import statistics
 import time
 
 RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
+# where --quick runs write: never over the committed records (the folder is git-ignored)
+QUICK_RESULTS = os.path.join(RESULTS, "quick")
+
+
+def results_dir(quick: bool = False) -> str:
+    """The folder a run's records go to: results/, or results/quick/ for a --quick run."""
+    return QUICK_RESULTS if quick else RESULTS
 
 
 def median_time(fn, repeats=10, warmup=2) -> float:
@@ -55,14 +62,18 @@ def machine() -> dict:
     return facts
 
 
-def write_record(name: str, rows: list, table: str, extra: dict | None = None) -> str:
-    """Write results/<name>.json (facts + rows) and results/<name>.md (the table)."""
-    os.makedirs(RESULTS, exist_ok=True)
-    record = {"benchmark": name, "machine": machine(), "rows": rows, **(extra or {})}
-    path = os.path.join(RESULTS, f"{name}.json")
+def write_record(name: str, rows: list, table: str, extra: dict | None = None,
+                 quick: bool = False) -> str:
+    """Write <results>/<name>.json (facts + rows) and <results>/<name>.md (the table);
+    <results> is results/, or results/quick/ for a quick run (see `results_dir`)."""
+    folder = results_dir(quick)
+    os.makedirs(folder, exist_ok=True)
+    record = {"benchmark": name, "machine": machine(), "rows": rows, "quick": quick,
+              **(extra or {})}
+    path = os.path.join(folder, f"{name}.json")
     with open(path, "w") as f:
         json.dump(record, f, indent=1)
-    with open(os.path.join(RESULTS, f"{name}.md"), "w") as f:
+    with open(os.path.join(folder, f"{name}.md"), "w") as f:
         f.write(f"# {name}\n\nMachine: {record['machine']}\n\n{table}\n")
     return path
 

@@ -2,7 +2,7 @@
 (when importable) torch.sparse, all at the same thread count.
 
     python benchmarks/kernels.py            # full run (a few minutes)
-    python benchmarks/kernels.py --quick    # fewer densities and repeats
+    python benchmarks/kernels.py --quick    # fewer densities and repeats, into results/quick/
 
 Times are medians of repeated calls after a warm-up (time.perf_counter);
 speedups are computed within this run. GFLOP/s counts only the nonzeros:
@@ -230,7 +230,8 @@ def machine_facts(threads):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="fewer densities and repeats")
+    parser.add_argument("--quick", action="store_true",
+                        help="fewer densities and repeats; records go to results/quick/")
     parser.add_argument("--repeats", type=int, default=None, help="timed calls per case (median)")
     opts = parser.parse_args()
     repeats = opts.repeats or (5 if opts.quick else 9)
@@ -254,10 +255,11 @@ def main():
     # Other processes on a shared machine distort timings: keep the evidence.
     facts["load_average_at_end"] = os.getloadavg()
 
-    RESULTS.mkdir(parents=True, exist_ok=True)
+    results = RESULTS / "quick" if opts.quick else RESULTS   # never over the committed ones
+    results.mkdir(parents=True, exist_ok=True)
     stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M")
     record = dict(machine=facts, repeats=repeats, quick=opts.quick, W=[N, N], k=K, rows=table.rows)
-    json_path = RESULTS / f"kernels-{socket.gethostname()}-{stamp}.json"
+    json_path = results / f"kernels-{socket.gethostname()}-{stamp}.json"
     json_path.write_text(json.dumps(record, indent=1))
     md = [f"# Kernel benchmark ({facts['date']}, {facts['host']})", "",
           f"W {N}x{N} float32, X {N}x{K} unless noted; median of {repeats} calls; "
@@ -265,8 +267,8 @@ def main():
           f"Load average at start {facts['load_average_at_start']}, at end {facts['load_average_at_end']}"
           " (other processes on the machine inflate times).",
           "", Table.HEADER] + [Table.format_row(r) for r in table.rows]
-    (RESULTS / "kernels.md").write_text("\n".join(md) + "\n")
-    print(f"wrote {json_path} and {RESULTS / 'kernels.md'}")
+    (results / "kernels.md").write_text("\n".join(md) + "\n")
+    print(f"wrote {json_path} and {results / 'kernels.md'}")
 
 
 if __name__ == "__main__":

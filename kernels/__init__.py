@@ -2,7 +2,8 @@
 
 - ``reference``: plain NumPy, slow, obviously right. It is the spec.
 - ``cpu``: Numba kernels with the same names and signatures.
-- ``gpu``: the CuPy mirror, when that subpackage provides the kernels.
+- ``gpu``: CUDA kernels written with Numba's CUDA target, launched on CuPy arrays
+  (imported only when CuPy arrays arrive: it imports ``numba.cuda``).
 
 Kernels take raw arrays and an explicit ``out`` and return ``out``; there are
 no tensors, no autograd and no objects here. ``get_backend(*arrays)`` picks

@@ -339,6 +339,8 @@ def relu_backward(grad, activation, out, row_sums):
     return out
 
 
+# ---- optimizer updates on values -------------------------------------------
+
 def sgd_update(param, grad, momentum_buf, lr, momentum, weight_decay, nesterov):
     """One SGD step in place, PyTorch's rule: g = grad + weight_decay * param;
     buf = momentum * buf + g (when momentum > 0); param -= lr * (g + momentum * buf if
@@ -371,5 +373,5 @@ def adam_update(param, grad, m, v, lr, beta1, beta2, eps, weight_decay, decouple
     v *= dtype(beta2)
     v += dtype(1 - beta2) * g * g
     v_hat = v / dtype(1 - beta2 ** step)
-    param -= dtype(lr / (1 - beta1 ** step)) * m / (np.sqrt(v_hat) + dtype(eps))
+    param -= dtype(lr * (1 / (1 - beta1 ** step))) * m / (np.sqrt(v_hat) + dtype(eps))
     return param

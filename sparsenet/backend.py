@@ -30,11 +30,16 @@ def cuda_available() -> bool:
     return cupy_module() is not None
 
 
+def _is_cupy_array(a) -> bool:
+    # The type's module says it without importing CuPy for every NumPy array.
+    return type(a).__module__.split(".")[0] == "cupy"
+
+
 def array_module(a):
     """``numpy`` for NumPy arrays and scalars, ``cupy`` for CuPy arrays."""
-    if isinstance(a, np.ndarray) or _cupy is None:
+    if not _is_cupy_array(a):
         return np
-    return _cupy if isinstance(a, _cupy.ndarray) else np
+    return cupy_module() or __import__("cupy")    # a CuPy array exists, so CuPy imports
 
 
 def device_of(a) -> str:
@@ -44,17 +49,24 @@ def device_of(a) -> str:
 def to_device(a, device: str):
     """Copy an array to ``device`` ("cpu" or "cuda"); returns it unchanged when already there."""
     if device == "cpu":
-        if isinstance(a, np.ndarray):
-            return a
-        return a.get()
+        return a.get() if _is_cupy_array(a) else a if isinstance(a, np.ndarray) else np.asarray(a)
     if device == "cuda":
         cp = cupy_module()
         if cp is None:
             raise RuntimeError("device='cuda' needs CuPy and an NVIDIA GPU; neither was found "
                                "(install the 'gpu' extra on a machine with CUDA)")
-        return cp.asarray(a)
+        return a if _is_cupy_array(a) else cp.asarray(a)     # the same object when there
     raise ValueError(f"device must be 'cpu' or 'cuda', got {device!r}")
 
 
 def to_numpy(a) -> np.ndarray:
     return to_device(a, "cpu")
+
+
+def gpu_name() -> str | None:
+    """The name of GPU 0 (e.g. 'NVIDIA H200'), or None without one."""
+    cp = cupy_module()
+    if cp is None:
+        return None
+    name = cp.cuda.runtime.getDeviceProperties(0)["name"]
+    return name.decode() if isinstance(name, bytes) else str(name)

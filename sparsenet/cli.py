@@ -1,10 +1,33 @@
-"""The `sparsenet` command: train | compare | demo | bench | data | info."""
+"""The `sparsenet` command: train | compare | methods | demo | bench | data | info.
+
+Every user or environment error (a bad flag, a missing file, no GPU, no network) ends with one
+line on stderr, `sparsenet COMMAND: error: ...`, and exit status 2, never a traceback; warnings
+(a run too short for its schedule, a default taken for a flag left out) print one line each.
+"""
 from __future__ import annotations
 
 import argparse
 import json
 import os
 import sys
+import warnings
+
+
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
+    """--help shows every default, except the non-informative None and False."""
+
+    def _get_help_string(self, action):
+        if action.default is None or action.default is False or action.default == argparse.SUPPRESS \
+                or "%(default)" in (action.help or ""):
+            return action.help
+        return super()._get_help_string(action)
+
+
+class Parser(argparse.ArgumentParser):
+    """An argument error is one line too (not the usage block), pointing at --help."""
+
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {message} (see `{self.prog} --help`)\n")
 
 
 def _option_value(text):
@@ -21,42 +44,55 @@ def _parse_options(pairs):
         key, sep, value = pair.partition("=")
         if not sep or not key:
             raise ValueError(f"--opt expects key=value, got {pair!r}")
-        options[key.replace("-", "_")] = _option_value(value)
+        key = key.replace("-", "_")
+        if key in options:
+            raise ValueError(f"--opt {key} is given twice")
+        options[key] = _option_value(value)
     return options
 
 
 def add_train_arguments(p, single_run=True):
     p.add_argument("--model", default="lenet300", help="lenet300, lenet5, conv2/4/6, mlp:784-...-10")
     if single_run:
-        p.add_argument("--method", default="dense", help="dense or a method from `sparsenet info`")
-        p.add_argument("--sparsity", type=float, default=0.0, help="fraction of weights removed")
-    p.add_argument("--epochs", type=int, default=20)
-    p.add_argument("--batch-size", type=int, default=128)
-    p.add_argument("--lr", type=float, default=0.05)
-    p.add_argument("--momentum", type=float, default=0.9)
-    p.add_argument("--weight-decay", type=float, default=1e-4)
-    p.add_argument("--optimizer", default="sgd", choices=["sgd", "adam", "adamw"])
-    p.add_argument("--schedule", default="cosine", choices=["cosine", "step", "constant"])
-    p.add_argument("--seed", type=int, default=0)
+        p.add_argument("--method", default="dense",
+                       help="dense or a method from `sparsenet methods`")
+        p.add_argument("--sparsity", type=float, default=None,
+                       help="fraction of weights removed; left out, a sparse method trains at "
+                            "its own default (`sparsenet methods NAME`), and says so")
+    p.add_argument("--epochs", type=int, default=20, help="training epochs")
+    p.add_argument("--batch-size", type=int, default=128, help="mini-batch size")
+    p.add_argument("--lr", type=float, default=0.05, help="learning rate (peak of the schedule)")
+    p.add_argument("--momentum", type=float, default=0.9, help="SGD momentum")
+    p.add_argument("--weight-decay", type=float, default=1e-4, help="L2 weight decay")
+    p.add_argument("--optimizer", default="sgd", choices=["sgd", "adam", "adamw"],
+                   help="the optimizer")
+    p.add_argument("--schedule", default="cosine", choices=["cosine", "step", "constant"],
+                   help="learning-rate schedule")
+    p.add_argument("--seed", type=int, default=0,
+                   help="random seed" + ("" if single_run else " of the first run"))
     p.add_argument("--data", default="auto", help="auto | subset | full | a directory")
-    p.add_argument("--dataset", default="fashion-mnist", choices=["fashion-mnist", "mnist"])
-    p.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    p.add_argument("--dataset", default="fashion-mnist", choices=["fashion-mnist", "mnist"],
+                   help="the data set")
+    p.add_argument("--device", default="cpu", choices=["cpu", "cuda"],
+                   help="where to train (cuda needs CuPy and an NVIDIA GPU)")
     p.add_argument("--pattern", default=None,
                    help="unstructured | block:BS | nm:N:M (sets --format and its options)")
     p.add_argument("--format", default=None, choices=["csr", "block", "nm", "masked"],
-                   help="storage of sparse layers (default csr)")
+                   help="storage of sparse layers (default: the method's, csr for most)")
     p.add_argument("--distribution", default=None, choices=["uniform", "er", "erk"],
-                   help="how the sparsity is shared among layers")
+                   help="how the sparsity is shared among layers (default: the method's)")
     p.add_argument("--l1", type=float, default=0.0, help="L1 regularization strength (any method)")
     p.add_argument("--group-lasso", type=float, default=0.0, help="group-lasso strength (any method)")
     p.add_argument("--groups", default="rows", choices=["rows", "columns", "blocks"],
                    help="groups of the group lasso")
     p.add_argument("--opt", action="append", metavar="KEY=VALUE",
-                   help="a method option, e.g. --opt format=csr --opt alpha=0.3 (repeatable)")
+                   help="a method option, e.g. --opt alpha=0.3 --opt delta_t=200 (repeatable; "
+                        "`sparsenet methods NAME` lists them)")
     p.add_argument("--val", type=int, default=0, metavar="N",
                    help="hold out N training images and evaluate on them instead of the test set "
                         "(for choosing hyperparameters)")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--no-progress", action="store_true",
+                   help="no progress bar (there is none anyway when stderr is not a terminal)")
     p.add_argument("--threads", type=int, default=None, metavar="N",
                    help="cores to use (default: all this process may run on); they go to the "
                         "sparse kernels (Numba) or to BLAS, whichever does most of the work")
@@ -88,12 +124,33 @@ def pattern_options(pattern, format=None) -> dict:
     return options
 
 
-def config_from_args(args):
-    from .train import TrainConfig
+# method options that have a flag of their own: giving both is a conflict
+_FLAG_OPTIONS = {"sparsity": "--sparsity", "format": "--format/--pattern",
+                 "block_size": "--pattern", "n": "--pattern", "m": "--pattern",
+                 "distribution": "--distribution"}
+
+
+def method_options_from_args(args) -> dict:
+    """--pattern, --format, --distribution and --opt as one dict; an option given twice (a flag
+    and --opt) is refused rather than one silently overriding the other."""
     options = pattern_options(args.pattern, args.format)
     if args.distribution:
         options["distribution"] = args.distribution
-    options.update(_parse_options(args.opt))
+    extra = _parse_options(args.opt)
+    for key, value in extra.items():
+        flag = _FLAG_OPTIONS.get(key)
+        if key == "sparsity":
+            raise ValueError(f"--opt sparsity={value}: give the sparsity with --sparsity")
+        if key in options:
+            raise ValueError(f"--opt {key}={value} conflicts with {flag} (which sets "
+                             f"{key}={options[key]!r}): give it once")
+        options[key] = value
+    return options
+
+
+def config_from_args(args):
+    from .train import TrainConfig
+    options = method_options_from_args(args)
     return TrainConfig(model=args.model, method=args.method, sparsity=args.sparsity,
                        epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
                        momentum=args.momentum, weight_decay=args.weight_decay,
@@ -256,9 +313,27 @@ def cmd_info(args):
     print(f"methods: {', '.join(available())}")
 
 
+def cmd_methods(args):
+    from .algorithms.base import available, method_class
+    from .algorithms.options import format_options_table
+    names = [args.name] if args.name else available()
+    for name in names:
+        cls = method_class(name)                    # an unknown name: ValueError, the known ones
+        print(format_options_table(name, cls))
+        if len(names) > 1:
+            print()
+    if not args.name:
+        print("Pass any option with --opt KEY=VALUE; `sparsenet methods NAME` shows one method.")
+
+
 def cmd_data(args):
     from .data import download_dataset
-    path = download_dataset(args.dataset, dest=args.dest, base_url=args.base_url)
+    try:
+        path = download_dataset(args.dataset, dest=args.dest, base_url=args.base_url,
+                                progress=not args.no_progress and sys.stderr.isatty(),
+                                timeout=args.timeout, max_seconds=args.max_seconds)
+    except NotImplementedError as e:           # no recorded hashes (MNIST): a user's choice
+        raise ValueError(f"--dataset {args.dataset}: {e}") from None
     print(f"{args.dataset} verified and stored in {path}")
 
 
@@ -267,8 +342,8 @@ def cmd_bench(args):
     here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     script = os.path.join(here, "benchmarks", f"{args.which}.py")
     if not os.path.exists(script):
-        raise SystemExit(f"benchmark script {script} not found: benchmarks run from a source "
-                         "checkout of sparsenet")
+        raise ValueError(f"no benchmark script {args.which!r} ({script}): benchmarks run from a "
+                         "source checkout of sparsenet (kernels | train_speed | accuracy | tune)")
     sys.argv = [script] + args.rest
     runpy.run_path(script, run_name="__main__")
 
@@ -277,15 +352,23 @@ def _demo_runs(text):
     runs = []
     for item in text.split(","):
         method, _, sparsity = item.partition(":")
-        runs.append((method, float(sparsity) if sparsity else 0.0))
+        try:
+            runs.append((method, float(sparsity) if sparsity else None))
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"METHOD[:SPARSITY] expected, got {item!r}") from None
     return runs
 
 
 def build_parser():
-    parser = argparse.ArgumentParser(prog="sparsenet", description=__doc__)
+    from . import __version__
+    parser = Parser(prog="sparsenet", description=__doc__, formatter_class=HelpFormatter)
+    parser.add_argument("--version", action="version", version=f"sparsenet {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    p = sub.add_parser("train", help="train one model with one method")
+    def command(name, help):
+        return sub.add_parser(name, help=help, description=help, formatter_class=HelpFormatter)
+
+    p = command("train", "train one model with one method")
     add_train_arguments(p)
     p.add_argument("--json", help="write the run record to this file")
     p.add_argument("--save", help="write the trained model (safetensors) to this file")
@@ -297,42 +380,83 @@ def build_parser():
                    help="continue the run saved in DIR (same settings), checkpointing there")
     p.set_defaults(func=cmd_train)
 
-    p = sub.add_parser("demo", help="a quick run on the bundled subset")
-    p.add_argument("--epochs", type=int, default=10)
-    p.add_argument("--runs", type=_demo_runs, default=_demo_runs("dense,rigl:0.9"),
+    p = command("methods", "every method's options, with their defaults and sources")
+    p.add_argument("name", nargs="?", default=None, help="one method (default: all)")
+    p.set_defaults(func=cmd_methods)
+
+    p = command("demo", "a quick run on the bundled subset")
+    p.add_argument("--epochs", type=int, default=10, help="epochs per run")
+    p.add_argument("--runs", type=_demo_runs, default="dense,rigl:0.9",
                    help="comma-separated METHOD[:SPARSITY] list")
     p.set_defaults(func=cmd_demo)
 
-    p = sub.add_parser("info", help="versions, threads, GPU, data location, methods")
+    p = command("info", "versions, threads, GPU, data location, methods")
     p.add_argument("--threads", type=int, default=None, metavar="N",
                    help="show the thread policy for N cores")
     p.set_defaults(func=cmd_info)
 
-    p = sub.add_parser("data", help="data set management")
+    p = command("data", "data set management")
     data_sub = p.add_subparsers(dest="data_command", required=True)
-    d = data_sub.add_parser("download", help="fetch the full data set and verify its SHA-256")
-    d.add_argument("--dataset", default="fashion-mnist")
+    d = data_sub.add_parser("download", help="fetch the full data set and verify its SHA-256",
+                            formatter_class=HelpFormatter)
+    d.add_argument("--dataset", default="fashion-mnist", choices=["fashion-mnist", "mnist"],
+                   help="the data set")
     d.add_argument("--dest", default=None, help="directory (default: the user cache)")
-    d.add_argument("--base-url", default=None)
+    d.add_argument("--base-url", default=None, help="an https:// mirror of the four files "
+                                                     "(default: the data set's own host)")
+    d.add_argument("--timeout", type=float, default=60.0,
+                   help="seconds without progress before a connection is given up")
+    d.add_argument("--max-seconds", type=float, default=1800.0,
+                   help="overall deadline of each file's download, in seconds")
+    d.add_argument("--no-progress", action="store_true", help="no progress bar")
     d.set_defaults(func=cmd_data)
 
-    p = sub.add_parser("bench", help="run a script from benchmarks/ (source checkout)")
+    p = command("bench", "run a script from benchmarks/ (source checkout)")
     p.add_argument("which", help="kernels | train_speed | accuracy")
-    p.add_argument("rest", nargs=argparse.REMAINDER)
+    p.add_argument("rest", nargs=argparse.REMAINDER, help="the script's own arguments")
     p.set_defaults(func=cmd_bench)
 
     from .compare import add_compare_parser
-    add_compare_parser(sub)
+    add_compare_parser(sub, HelpFormatter)
     return parser
 
 
+def _user_errors() -> tuple:
+    """The exceptions that mean bad input or a hostile environment, not a bug of sparsenet."""
+    from safetensors import SafetensorError
+
+    from .data import DownloadError
+    return (ValueError, TypeError, KeyError, OSError, FloatingPointError, DownloadError,
+            SafetensorError)
+
+
+def _one_line(error) -> str:
+    text = str(error) if str(error) else type(error).__name__
+    if isinstance(error, KeyError) and error.args:          # str(KeyError) adds quotes
+        text = str(error.args[0])
+    return " ".join(part.strip() for part in text.splitlines() if part.strip())
+
+
 def main(argv=None):
-    args = build_parser().parse_args(argv)
-    try:
-        args.func(args)
-    except (ValueError, TypeError, FileNotFoundError, KeyError, FloatingPointError) as e:
-        print(f"sparsenet {args.command}: error: {e}", file=sys.stderr)
-        return 2
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    name = " ".join(["sparsenet", args.command] + ([args.data_command]
+                                                    if getattr(args, "data_command", None) else []))
+
+    def show_warning(message, category, filename, lineno, file=None, line=None):
+        print(f"{name}: warning: {_one_line(message)}", file=sys.stderr)
+
+    with warnings.catch_warnings():
+        warnings.filterwarnings("default", category=UserWarning)   # ours: each one once
+        warnings.showwarning = show_warning
+        try:
+            args.func(args)
+        except BrokenPipeError:                 # `sparsenet methods | head`: not an error
+            sys.stdout = open(os.devnull, "w")
+            return 0
+        except _user_errors() as e:
+            print(f"{name}: error: {_one_line(e)}", file=sys.stderr)
+            return 2
     return 0
 
 

@@ -3,7 +3,8 @@
     sparsenet compare --methods gmp,snip,random --sparsity 0.9,0.98 --seeds 2 --out runs/cmp
 
 Every run's record is written to OUT/<method>-<sparsity>-s<seed>.json; `dense` is trained once per
-seed as the reference. The table (OUT/table.md) gives the mean and spread of test accuracy over
+seed as the reference (without the sparse methods' --pattern/--format/--opt options). The seeds
+are --seed, --seed + 1, ... (--seeds of them). The table (OUT/table.md) gives the mean and spread of test accuracy over
 seeds; the plot (OUT/accuracy_vs_sparsity.png, when matplotlib is installed) shows accuracy
 against sparsity per method.
 """
@@ -16,21 +17,37 @@ import statistics
 from . import metrics
 
 
-def run_grid(base_config, methods, sparsities, seeds, out_dir, log=print):
-    """Train every (method, sparsity, seed); returns the list of records (also written to disk)."""
+def check_out_dir(out_dir):
+    """The output folder exists or can be made, and is a folder: before any training."""
+    if os.path.exists(out_dir) and not os.path.isdir(out_dir):
+        raise ValueError(f"--out {out_dir} is a file, not a folder: the records, table and plot "
+                         "go into a folder")
+    try:
+        os.makedirs(out_dir, exist_ok=True)
+    except OSError as e:
+        raise ValueError(f"--out {out_dir}: cannot create the folder ({e.strerror})") from None
+    if not os.access(out_dir, os.W_OK):
+        raise ValueError(f"--out {out_dir}: the folder is not writable")
+
+
+def run_grid(base_config, methods, sparsities, seeds, out_dir, log=print, first_seed=0):
+    """Train every (method, sparsity, seed) for the seeds first_seed .. first_seed + seeds - 1;
+    returns the list of records (also written to disk)."""
     import dataclasses
 
     from .train import load_arrays, train_model
-    os.makedirs(out_dir, exist_ok=True)
+    check_out_dir(out_dir)
     data = load_arrays(base_config.data, base_config.dataset)
     records = []
-    cells = [("dense", 0.0)] + [(m, s) for m in methods if m != "dense" for s in sparsities]
+    cells = [("dense", None)] + [(m, s) for m in methods if m != "dense" for s in sparsities]
     for method, sparsity in cells:
-        for seed in range(seeds):
-            config = dataclasses.replace(base_config, method=method, sparsity=sparsity, seed=seed)
-            path = os.path.join(out_dir, f"{method}-{sparsity:g}-s{seed}.json")
+        for seed in range(first_seed, first_seed + seeds):
+            options = {} if method == "dense" else base_config.method_options
+            config = dataclasses.replace(base_config, method=method, sparsity=sparsity, seed=seed,
+                                         method_options=dict(options))
+            path = os.path.join(out_dir, f"{method}-{sparsity or 0:g}-s{seed}.json")
             if log:
-                log(f"== {method} sparsity {sparsity:g} seed {seed}")
+                log(f"== {method} sparsity {sparsity or 0:g} seed {seed}")
             _, record = train_model(config, log=None, data=data)
             with open(path, "w") as f:
                 json.dump(record, f, indent=1)
@@ -111,10 +128,17 @@ def cmd_compare(args):
             raise ValueError(f"unknown method {m!r}: expected one of {', '.join(available())}")
     if args.seeds <= 0:
         raise ValueError(f"--seeds must be positive, got {args.seeds}")
-    args.sparsity = 0.0
-    args.method = "dense"
+    if args.seed < 0:
+        raise ValueError(f"--seed must be >= 0, got {args.seed}")
+    import dataclasses
+    args.sparsity, args.method = None, "dense"
     base = config_from_args(args)
-    records = run_grid(base, methods, sparsities, args.seeds, args.out)
+    for m in methods:                   # bad flags or options fail here, before any work
+        sparse = m != "dense"
+        dataclasses.replace(base, method=m, sparsity=sparsities[0] if sparse else None,
+                            method_options=base.method_options if sparse else {}).validate()
+    check_out_dir(args.out)
+    records = run_grid(base, methods, sparsities, args.seeds, args.out, first_seed=args.seed)
     rows = summarize(records)
     dense = [r for r in rows if r["method"] == "dense"]
     table = markdown(rows, dense[0]["accuracy_mean"] if dense else None)
@@ -126,12 +150,13 @@ def cmd_compare(args):
         print(f"plot written to {png}")
 
 
-def add_compare_parser(sub):
+def add_compare_parser(sub, formatter_class=None):
     from .cli import add_train_arguments
-    p = sub.add_parser("compare", help="methods x sparsities x seeds: a table and a plot")
+    help = "methods x sparsities x seeds: a table and a plot"
+    p = sub.add_parser("compare", help=help, description=help, formatter_class=formatter_class)
     add_train_arguments(p, single_run=False)
     p.add_argument("--methods", required=True, help="comma-separated method names")
     p.add_argument("--sparsity", dest="sparsities", default="0.9", help="comma-separated, e.g. 0.9,0.98")
-    p.add_argument("--seeds", type=int, default=2)
+    p.add_argument("--seeds", type=int, default=2, help="runs per cell, seeds --seed, --seed + 1, ...")
     p.add_argument("--out", default="runs/compare", help="directory for records, table and plot")
     p.set_defaults(func=cmd_compare)

@@ -61,8 +61,10 @@ def layer_positions(model, input_shape) -> dict:
     try:
         was_training = model.training
         model.eval()
+        params = model.parameters()
+        device = backend.device_of(params[0].data) if params else "cpu"
         with no_grad():
-            model(Tensor(np.zeros((1, *input_shape), dtype=np.float32)))
+            model(Tensor(backend.to_device(np.zeros((1, *input_shape), dtype=np.float32), device)))
         model.train(was_training)
     finally:
         for m in originals:

@@ -12,18 +12,23 @@ import os
 import platform
 import resource
 import time
+import warnings
 
 import numpy as np
 from tqdm.auto import tqdm
 
 from . import backend, checkpoint, metrics, optim, threads
-from .algorithms import get_method
 from .checkpoint import LoopState
 from .data import BatchLoader, load_dataset, to_float
+from .guards import (Arrays, check_arrays, make_method, non_finite_loss, num_classes_of,
+                     stderr_is_terminal, validate_config)
 from .nn import build_model
 from .nn.functional import cross_entropy
 from .random import manual_seed
 from .tensor import Tensor, no_grad
+
+__all__ = ["TrainConfig", "Arrays", "load_arrays", "make_method", "num_classes_of", "train_model",
+           "train_phase", "fit", "run", "evaluate", "make_record", "check_arrays"]
 
 
 def fast_mode() -> bool:
@@ -34,7 +39,7 @@ def fast_mode() -> bool:
 class TrainConfig:
     model: str = "lenet300"
     method: str = "dense"
-    sparsity: float = 0.0
+    sparsity: float | None = None   # None: 0 for dense, the method's own default otherwise
     epochs: int = 20
     batch_size: int = 128
     lr: float = 0.05
@@ -57,29 +62,9 @@ class TrainConfig:
     max_steps: int | None = None    # stop after this many optimizer steps (a probe of a long run)
 
     def validate(self):
-        if self.epochs <= 0:
-            raise ValueError(f"epochs must be positive, got {self.epochs}")
-        if self.batch_size <= 0:
-            raise ValueError(f"batch_size must be positive, got {self.batch_size}")
-        if not self.lr > 0:
-            raise ValueError(f"lr must be positive, got {self.lr}")
-        if not 0 <= self.sparsity < 1:
-            raise ValueError(f"sparsity must be in [0, 1), got {self.sparsity}")
-        if self.optimizer not in ("sgd", "adam", "adamw"):
-            raise ValueError(f"optimizer must be sgd, adam or adamw, got {self.optimizer!r}")
-        if isinstance(self.val, bool) or not isinstance(self.val, (int, np.integer)) or self.val < 0:
-            raise ValueError(f"val (validation images held out) must be an integer >= 0, "
-                             f"got {self.val!r}")
-        if self.max_steps is not None and (isinstance(self.max_steps, bool) or
-                                           not isinstance(self.max_steps, (int, np.integer))
-                                           or self.max_steps < 1):
-            raise ValueError(f"max_steps must be a positive integer (or None), got "
-                             f"{self.max_steps!r}")
-        threads.check_threads(self.threads)
-        if self.schedule not in ("cosine", "step", "constant"):
-            raise ValueError(f"schedule must be cosine, step or constant, got {self.schedule!r}")
-        from .algorithms.regularization import check_options
-        check_options(self.l1, self.group_lasso, self.groups)
+        """Raise ValueError naming the field for anything a run could not use: before any work
+        (guards.validate_config)."""
+        validate_config(self)
 
     def penalty(self) -> dict | None:
         """The regularization options for `regularize`, or None when there is none."""
@@ -90,12 +75,13 @@ class TrainConfig:
 
 def load_arrays(source="auto", dataset="fashion-mnist"):
     """Float32 images (N, 1, 28, 28) and int64 labels; smaller in fast mode."""
+    from .data.preprocess import Standardize
     ds = load_dataset(dataset, source)
     x_train, y_train = to_float(ds.train_images), ds.train_labels.astype(np.int64)
     x_test, y_test = to_float(ds.test_images), ds.test_labels.astype(np.int64)
     if fast_mode():
         x_train, y_train, x_test, y_test = x_train[:1000], y_train[:1000], x_test[:500], y_test[:500]
-    return x_train, y_train, x_test, y_test, ds.origin
+    return Arrays((x_train, y_train, x_test, y_test, ds.origin), ds.num_classes, Standardize())
 
 
 def split_validation(data, val: int):
@@ -108,8 +94,9 @@ def split_validation(data, val: int):
                          f"got {val}")
     order = np.random.default_rng(20261125).permutation(len(y_train))
     keep, held = np.sort(order[val:]), np.sort(order[:val])
-    return (x_train[keep], y_train[keep], x_train[held], y_train[held],
-            f"{origin} (validation: {val} training images held out)")
+    return Arrays((x_train[keep], y_train[keep], x_train[held], y_train[held],
+                   f"{origin} (validation: {val} training images held out)"),
+                  num_classes_of(data), getattr(data, "preprocess", None))
 
 
 def make_optimizer(config: TrainConfig, params):
@@ -129,8 +116,21 @@ def make_scheduler(config: TrainConfig, optimizer, steps_per_epoch: int):
     return optim.ConstantLR(optimizer)
 
 
-def evaluate(model, x, y, batch_size=1000, device="cpu"):
-    """(accuracy, predictions) of `model` on arrays x, y, in evaluation mode without a graph."""
+EVAL_ACTIVATION_BYTES = 64 << 20      # the widest layer's output for one evaluation batch
+
+
+def eval_batch_size(model, largest=1000) -> int:
+    """Images per evaluation batch: `largest`, or fewer for a model so wide that a batch's
+    widest activation would pass EVAL_ACTIVATION_BYTES (333,334 units x 1000 images would be
+    1.3 GB per layer), so evaluating never costs more memory than training."""
+    widest = max([getattr(m, "out_features", 0) for m in model.modules()] + [1])
+    return int(max(16, min(largest, EVAL_ACTIVATION_BYTES // (4 * widest))))
+
+
+def evaluate(model, x, y, batch_size=None, device="cpu"):
+    """(accuracy, predictions) of `model` on arrays x, y, in evaluation mode without a graph;
+    batch_size: images per forward pass (default `eval_batch_size(model)`)."""
+    batch_size = batch_size or eval_batch_size(model)
     was_training = model.training
     model.eval()
     predictions = []
@@ -148,8 +148,11 @@ def versions() -> dict:
     import scipy
 
     from . import __version__
-    return {"sparsenet": __version__, "python": platform.python_version(), "numpy": np.__version__,
-            "numba": numba.__version__, "scipy": scipy.__version__, "machine": platform.machine()}
+    out = {"sparsenet": __version__, "python": platform.python_version(), "numpy": np.__version__,
+           "numba": numba.__version__, "scipy": scipy.__version__, "machine": platform.machine()}
+    if backend.cuda_available():                  # only looks if CuPy is installed
+        out.update(cupy=backend.cupy_module().__version__, gpu=backend.gpu_name())
+    return out
 
 
 def fit(model, optimizer, scheduler, method, loader, test_arrays, epochs, input_shape,
@@ -171,6 +174,7 @@ def fit(model, optimizer, scheduler, method, loader, test_arrays, epochs, input_
     positions = metrics.layer_positions(model, input_shape)
     fwd_sparse, fwd_dense = metrics.forward_flops(model, positions)
     loop = (checkpoint.position() if checkpoint else None) or LoopState(order=loader.epoch)
+    progress = progress and stderr_is_terminal()    # a log file gets no bar (~55 KB per epoch)
     while loop.epoch <= epochs:
         epoch = loop.epoch
         loader.epoch = loop.order              # this epoch's shuffle (a resumed one: the same)
@@ -178,7 +182,7 @@ def fit(model, optimizer, scheduler, method, loader, test_arrays, epochs, input_
         shown = t0                             # when the bar's numbers were last set
         batches = itertools.islice(loader, loop.batch, None)   # skip the batches already trained
         bar = tqdm(batches, desc=f"epoch {epoch}/{epochs}", disable=not progress, leave=False,
-                   total=len(loader), initial=loop.batch)
+                   total=len(loader), initial=loop.batch, mininterval=0.5)
         for xb, yb in bar:
             if max_steps is not None and loop.step >= max_steps:
                 break
@@ -187,11 +191,8 @@ def fit(model, optimizer, scheduler, method, loader, test_arrays, epochs, input_
             loss = cross_entropy(logits, yb)
             loss_value = loss.item()
             if not np.isfinite(loss_value):            # stop before the step spreads it
-                raise FloatingPointError(
-                    f"training diverged: the loss is {loss_value} at step {loop.step + 1} (epoch "
-                    f"{epoch}) with lr {scheduler.get_lr():g}; lower the learning rate (--lr). "
-                    f"lenet5, with no nonlinearity between its convolutions, trains at 0.01 "
-                    f"(Caffe's LeNet solver)")
+                raise FloatingPointError(non_finite_loss(loss_value, xb, model, optimizer,
+                                                         loop.step, epoch, scheduler.get_lr()))
             optimizer.zero_grad()
             loss.backward()
             if penalty:
@@ -289,7 +290,7 @@ def train_phase(model, method, config: TrainConfig, data, epochs, log=print, lr=
         raise ValueError(f"start_step must be in [0, {total}) (the phase's steps), got {start_step}")
     method.setup(model, None, loader, total - start_step)
     phase_config = config if lr is None else dataclasses.replace(config, lr=lr)
-    optimizer = make_optimizer(phase_config, model.parameters())
+    optimizer = make_optimizer(phase_config, model.parameters())   # after setup: its layers
     method.optimizer = optimizer
     scheduler = make_scheduler(dataclasses.replace(phase_config, epochs=epochs), optimizer,
                                len(loader))
@@ -322,13 +323,15 @@ def make_record(config: TrainConfig, model, method, optimizer, data, history, fl
     summary = metrics.sparsity_summary(model)
     record = {
         "method": config.method, "model": config.model, "sparsity": summary["sparsity"],
-        "density": summary["density"], "target_sparsity": config.sparsity,
+        "density": summary["density"],
+        "target_sparsity": config.sparsity if config.sparsity is not None else 0.0,
         # with a validation split (config.val) the held-out images replace the test set
         ("val_accuracy" if config.val else "test_accuracy"): test_acc,
         # every other accuracy in the record (history, rounds) is on the same images
         "evaluated_on": f"validation: {config.val} held-out training images" if config.val
         else "test",
-        "per_class_accuracy": metrics.per_class_accuracy(predictions, y_test, int(y_test.max()) + 1),
+        "per_class_accuracy": metrics.per_class_accuracy(predictions, y_test,
+                                                         num_classes_of(data)),
         "epochs": epochs, "seed": config.seed, "train_seconds": train_seconds,
         "steps": history[-1]["steps"] if history else 0,
         "stopped_early": config.max_steps is not None and any(h.get("partial") for h in history),
@@ -344,6 +347,9 @@ def make_record(config: TrainConfig, model, method, optimizer, data, history, fl
         "method_details": method.describe(), "versions": versions(),
     }
     record.update(extra)
+    if config.method != "dense" and record["density"] >= 1.0:
+        warnings.warn(f"method {config.method!r} trained a dense model (density 1.0): nothing "
+                      f"was pruned at sparsity {config.sparsity}", stacklevel=2)
     return record
 
 
@@ -356,35 +362,39 @@ def train_model(config: TrainConfig, log=print, model=None, data=None, checkpoin
     run it saved (checkpoint.py).
     """
     config.validate()
+    method, config = make_method(config)
     manual_seed(config.seed)
     data = data or load_arrays(config.data, config.dataset)
     if config.val:
         data = split_validation(data, config.val)
     if checkpointer is None:
-        return _train(config, log, model, data)
+        return _train(config, method, log, model, data)
     with checkpointer.running(config, data):
-        model, record = _train(config, log, model, data)
+        model, record = _train(config, method, log, model, data)
     if checkpointer.resumed_from:
         record["resumed_from"] = checkpointer.resumed_from      # timings cover the last part only
     return model, record
 
 
-def _train(config, log, model, data):
-    x_train, y_train = data[0], data[1]
-    options = dict(config.method_options)
-    if config.method != "dense":
-        options.setdefault("sparsity", config.sparsity)
-    method = get_method(config.method, **options)
+def _train(config, method, log, model, data):
+    num_classes = num_classes_of(data)
+    check_arrays(data, num_classes)
+    x_train = data[0]
+    build_start = time.perf_counter()
     if model is None:
-        shape, classes = x_train.shape[1:], int(y_train.max()) + 1
+        shape = x_train.shape[1:]
         # a sparse-from-scratch method's model is built sparse: no dense weight, at any width
         sparse = {}
         if getattr(method, "sparse_from_scratch", False):
             from .algorithms.dst import check_sparse_setting
             from .nn.models import architecture, weight_shapes
             check_sparse_setting(method)
-            sparse = method.build_options(weight_shapes(architecture(config.model, shape, classes)))
-        model = build_model(config.model, input_shape=shape, num_classes=classes, **sparse)
+            sparse = method.build_options(weight_shapes(architecture(config.model, shape,
+                                                                     num_classes)))
+        model = build_model(config.model, input_shape=shape, num_classes=num_classes, **sparse)
+    build_seconds = time.perf_counter() - build_start
+    if getattr(data, "preprocess", None) is not None:
+        model.preprocess = data.preprocess             # what the model was trained on
     if config.device != "cpu":
         model.to(config.device)
     if hasattr(method, "train_model"):
@@ -393,5 +403,5 @@ def _train(config, log, model, data):
     start = time.perf_counter()
     history, flops, optimizer = train_phase(model, method, config, data, epochs, log)
     record = make_record(config, model, method, optimizer, data, history, flops,
-                         time.perf_counter() - start, epochs)
+                         time.perf_counter() - start, epochs, build_seconds=build_seconds)
     return model, record

@@ -18,6 +18,20 @@ if TESTS_DIR not in sys.path:
 
 os.environ.setdefault("MPLBACKEND", "Agg")   # plots in tests never need a display
 
+
+def _cuda_device_present() -> bool:
+    try:
+        import cupy
+        return cupy.cuda.runtime.getDeviceCount() > 0
+    except Exception:                 # no CuPy, or no driver / device
+        return False
+
+
+# Without a GPU the gpu kernels run in Numba's CUDA simulator (tests/gpu_target.py). The switch
+# is read when Numba is first imported, so it is set here, before sparsenet imports Numba.
+if "NUMBA_ENABLE_CUDASIM" not in os.environ and not _cuda_device_present():
+    os.environ["NUMBA_ENABLE_CUDASIM"] = "1"
+
 import sparsenet  # noqa: E402
 from gradcheck import gradcheck as _gradcheck  # noqa: E402
 

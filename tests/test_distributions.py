@@ -88,3 +88,16 @@ def test_drop_fraction_cosine_and_update_schedule():
 def test_schedule_bad_inputs(make):
     with pytest.raises(ValueError):
         make()
+
+
+def test_set_epsilon_and_distribution_er_count_a_convolution_alike():
+    """One Erdős–Rényi convention (distributions.er_fans: a convolution's channels): SET's ε
+    densities are proportional to distribution "er" wherever neither is capped at 1."""
+    from sparsenet.sparse.distributions import er_fans
+    from sparsenet.algorithms.set import er_density
+    shapes = {"c1": (64, 32, 3, 3), "c2": (128, 64, 5, 5), "f1": (256, 4096), "f2": (64, 256)}
+    assert er_fans((64, 32, 3, 3)) == (32, 64)
+    er = layer_densities(shapes, 0.05, "er")
+    eps = {n: er_density(s, 1.0) for n, s in shapes.items()}
+    ratios = [er[n] / eps[n] for n in shapes]
+    np.testing.assert_allclose(ratios, ratios[0], rtol=1e-12)

@@ -248,7 +248,7 @@ def test_bad_options_are_refused_at_construction(name, options, words):
 def test_a_block_size_that_does_not_divide_the_layer_fails_before_training(fast_mode, method):
     config = TrainConfig(model="lenet300", method=method, sparsity=0.9, epochs=1, data="subset",
                          progress=False, method_options={"format": "block", "block_size": 7})
-    with pytest.raises(ValueError, match=r"layer '1'.*block_size 7"):
+    with pytest.raises(ValueError, match=r"block_size 7 tiles none of the model's layers"):
         train_model(config, log=None)
 
 

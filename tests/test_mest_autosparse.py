@@ -253,6 +253,24 @@ def test_autosparse_trains_thresholds_and_pull_steers_the_sparsity():
     assert abs(results[10.0] - 0.9) < abs(results[0.0] - 0.9)
 
 
+def test_autosparse_paper_variant_is_the_free_run_and_records_say_which():
+    paper = get_method("autosparse", variant="paper")
+    assert (paper.sparsity, paper.s_init, paper.target_gain) == (0.0, -5.0, 0.0)
+    train(paper, steps=10)
+    details = paper.describe()
+    assert details["variant"].startswith("paper: free thresholds")
+    assert details["target_thresholded"] is None
+    for layer in details["thresholds"]:
+        assert layer["initial_threshold"] == pytest.approx(1 / (1 + math.exp(5)))
+    budgeted = get_method("autosparse", sparsity=0.9)
+    assert budgeted.target_gain == 10.0 and budgeted.s_init is None
+    assert budgeted.describe()["variant"].startswith("budgeted: the thresholds are pulled")
+    with pytest.raises(ValueError, match="no target sparsity"):
+        get_method("autosparse", variant="paper", sparsity=0.9)
+    with pytest.raises(ValueError, match="variant must be one of"):
+        get_method("autosparse", variant="free")
+
+
 def test_autosparse_pull_is_added_to_the_threshold_gradient():
     method = get_method("autosparse", sparsity=0.9, target_gain=4.0)
     model = tiny_model()

@@ -40,7 +40,7 @@ METHODS = {                    # method: (options, where the in-process test sto
     "regularized": (["--sparsity", "0.5", "--opt", "l1=0.0001"], 7),
     "autosparse": (["--sparsity", "0.8"], 3),
 }
-TIMINGS = {"seconds", "train_seconds", "peak_rss_bytes", "scoring_seconds", "resumed_from", "samples_per_second"}
+TIMINGS = {"seconds", "train_seconds", "peak_rss_bytes", "scoring_seconds", "resumed_from", "samples_per_second", "build_seconds"}
 
 
 def argv_of(method):

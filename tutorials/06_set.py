@@ -260,11 +260,20 @@ print(f"after {record['epochs']} epochs: test accuracy {record['test_accuracy']:
 # authors later ran SET with their own schedule: every ΔT = 100 steps, ζ decaying along a cosine
 # and no change in the last quarter of training, so that connections added late still have
 # time to grow. sparsenet uses the latter by default (`delta_t=100, decay="cosine",
-# t_end=0.75`); the paper's is `delta_t="epoch", decay="constant", t_end=1.0`. Below: the
-# fraction rewired at each update of a 20-epoch run on the full training set (469 steps per
-# epoch), under each. Only the schedule is set up here: nothing is trained.
+# t_end=0.75`); the paper's is `delta_t="epoch", decay="constant", t_end=1.0`. These are the
+# method's options: `sparsenet methods set` lists them all with their defaults and sources, and
+# `sparsenet train --method set --opt delta_t=epoch ...` sets them (SET's fraction is `zeta`,
+# where RigL says `alpha`). A run too short for its ΔT warns that it makes no update at all.
+# Below: the fraction rewired at each update of a 20-epoch run on the full training set (469
+# steps per epoch), under each. Only the schedule is set up here: nothing is trained.
 
 # %%
+from sparsenet.algorithms.options import method_options  # noqa: E402
+
+for option in method_options(SET):                   # what `sparsenet methods set` prints
+    if option.name in ("zeta", "delta_t", "decay", "t_end"):
+        print(f"{option.name} = {option.default!r}: {option.help}")
+
 steps_per_epoch = -(-60000 // 128)
 schedule_steps = 20 * steps_per_epoch
 schedules = {"paper: every epoch, constant ζ": dict(delta_t="epoch", decay="constant", t_end=1.0),

@@ -77,9 +77,9 @@ def csr_spmm_t_sddmm(colptr, rowind, perm, values, G, X, gx_out, gv_out):
         if not out.flags.writeable:
             raise ValueError(f"{name}: expected a writeable array")
         for other_name, other in (("G", G), ("X", X), ("values", values)):
-            if np.may_share_memory(out, other):
+            if c._may_share_memory(out, other):
                 raise ValueError(f"{name}: must not overlap the input {other_name}")
-    if np.may_share_memory(gx_out, gv_out):
+    if c._may_share_memory(gx_out, gv_out):
         raise ValueError("gx_out: must not overlap gv_out")
     return n_rows, n_cols, k
 
@@ -302,7 +302,12 @@ def col2im(cols, C, H, W, kh, kw, stride, padding, out):
     return kh, kw, stride, padding, h_out, w_out
 
 
-# ---- fused elementwise steps -------------------------------------------------
+# ---- fused elementwise steps and optimizer updates ----------------------------
+
+def _writeable(name, arr):
+    if not getattr(arr.flags, "writeable", True):        # CuPy arrays have no such flag
+        raise ValueError(f"{name}: expected a writeable array (it is written in place)")
+
 
 def relu_backward(grad, activation, out, row_sums):
     dtype = c.float_array("grad", grad, ndim=2)
@@ -313,18 +318,17 @@ def relu_backward(grad, activation, out, row_sums):
     c.float_array("row_sums", row_sums, ndim=1)
     c.same_dtype("row_sums", row_sums, dtype, "grad")
     c.shape("row_sums", row_sums, grad.shape[:1], "one entry per row of grad")
-    if not row_sums.flags.writeable:
-        raise ValueError("row_sums: expected a writeable array")
+    _writeable("row_sums", row_sums)
 
 
-def _number(name, value, low=None, high=None, low_open=False):
+def _number(name, value, low=None, high=None):
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.integer,
                                                                      np.floating)):
         raise TypeError(f"{name}: expected a real number, got {type(value).__name__}")
     if not np.isfinite(value):
         raise ValueError(f"{name}: expected a finite number, got {value}")
-    if low is not None and (value < low or (low_open and value == low)):
-        raise ValueError(f"{name}: expected a number {'>' if low_open else '>='} {low}, got {value}")
+    if low is not None and value < low:
+        raise ValueError(f"{name}: expected a number >= {low}, got {value}")
     if high is not None and value >= high:
         raise ValueError(f"{name}: expected a number < {high}, got {value}")
 
@@ -334,8 +338,7 @@ def _param_and_grad(param, grad):
     c.float_array("grad", grad, ndim=1)
     c.same_dtype("grad", grad, dtype, "param")
     c.shape("grad", grad, param.shape, "the shape of param")
-    if not param.flags.writeable:
-        raise ValueError("param: expected a writeable array (it is updated in place)")
+    _writeable("param", param)
     return dtype
 
 
@@ -343,11 +346,9 @@ def _state(name, arr, param):
     c.float_array(name, arr, ndim=1)
     c.same_dtype(name, arr, param.dtype, "param")
     c.shape(name, arr, param.shape, "the shape of param")
-    if not arr.flags.writeable:
-        raise ValueError(f"{name}: expected a writeable array (it is updated in place)")
-    for other_name, other in (("param", param),):
-        if np.may_share_memory(arr, other):
-            raise ValueError(f"{name}: must not overlap {other_name}")
+    _writeable(name, arr)
+    if c._may_share_memory(arr, param):
+        raise ValueError(f"{name}: must not overlap param")
 
 
 def sgd_update(param, grad, momentum_buf, lr, momentum, weight_decay, nesterov):
@@ -367,7 +368,7 @@ def adam_update(param, grad, m, v, lr, beta1, beta2, eps, weight_decay, decouple
     _param_and_grad(param, grad)
     _state("m", m, param)
     _state("v", v, param)
-    if np.may_share_memory(m, v):
+    if c._may_share_memory(m, v):
         raise ValueError("m: must not overlap v")
     _number("lr", lr, 0)
     _number("beta1", beta1, 0, 1)

@@ -1,4 +1,4 @@
-"""Argument checks shared by every kernel backend (reference and cpu).
+"""Argument checks shared by every kernel backend (reference, cpu and gpu).
 
 The checks only look at ``.shape``, ``.dtype``, ``.ndim`` and a few single
 elements, so they cost O(1) per call: the kernels are called every training
@@ -8,6 +8,12 @@ meant to be called once when a topology is built or changed.
 
 Error style (project rule): a bad dtype is a TypeError, a bad shape or value a
 ValueError, and both name the argument and what was expected.
+
+Device arrays (CuPy, or anything with ``__cuda_array_interface__``) pass the
+same checks, except that the O(1) checks never read their elements: reading
+one element of a device array waits for every queued kernel, which would
+serialize a training step. The gpu kernels instead clamp every pointer range
+they read, so a bad ``indptr`` cannot make them read out of bounds.
 """
 
 import numpy as np
@@ -18,9 +24,14 @@ INDEX_DTYPE = np.dtype(np.int32)
 NM_INDEX_DTYPE = np.dtype(np.uint8)
 
 
+def on_device(arr):
+    """True for a GPU array (CuPy, Numba device arrays): it exposes the CUDA array interface."""
+    return not isinstance(arr, np.ndarray) and hasattr(arr, "__cuda_array_interface__")
+
+
 def array(name, arr, ndim=None):
-    """Require an ndarray (optionally of a given ndim)."""
-    if not isinstance(arr, np.ndarray):
+    """Require an ndarray or a device array (optionally of a given ndim)."""
+    if not isinstance(arr, np.ndarray) and not on_device(arr):
         raise TypeError(f"{name}: expected a numpy.ndarray, got {type(arr).__name__}")
     if ndim is not None and arr.ndim != ndim:
         raise ValueError(f"{name}: expected a {ndim}-D array, got shape {arr.shape}")
@@ -72,12 +83,36 @@ def out_array(out, expected_shape, dtype, why, inputs=()):
     if out.dtype != np.dtype(dtype):
         raise TypeError(f"out: expected dtype {np.dtype(dtype)}, got {out.dtype}")
     shape("out", out, expected_shape, why)
-    if not out.flags.writeable:
+    if not getattr(out.flags, "writeable", True):      # CuPy arrays are always writeable
         raise ValueError("out: expected a writeable array")
     for other_name, other in inputs:
-        # may_share_memory only compares address ranges: O(1).
-        if np.may_share_memory(out, other):
+        # Both compare address ranges only: O(1).
+        if _may_share_memory(out, other):
             raise ValueError(f"out: must not overlap the input {other_name}")
+
+
+def _byte_range(arr):
+    """[first, last) byte addresses a device array may touch."""
+    iface = arr.__cuda_array_interface__
+    start = iface["data"][0]
+    if arr.size == 0:
+        return start, start
+    itemsize = np.dtype(iface["typestr"]).itemsize
+    strides = iface.get("strides")
+    if strides is None:                                   # C-contiguous
+        return start, start + arr.size * itemsize
+    low = sum(s * (n - 1) for s, n in zip(strides, arr.shape) if s < 0)
+    high = sum(s * (n - 1) for s, n in zip(strides, arr.shape) if s > 0)
+    return start + low, start + high + itemsize
+
+
+def _may_share_memory(a, b):
+    if isinstance(a, np.ndarray) and isinstance(b, np.ndarray):
+        return np.may_share_memory(a, b)
+    if on_device(a) and on_device(b):
+        (a0, a1), (b0, b1) = _byte_range(a), _byte_range(b)
+        return a0 < b1 and b0 < a1
+    return False                              # host and device memory never overlap
 
 
 def csr_pattern(indptr, indices, name="indptr", index_name="indices"):
@@ -87,6 +122,8 @@ def csr_pattern(indptr, indices, name="indptr", index_name="indices"):
     if indptr.shape[0] < 1:
         raise ValueError(f"{name}: expected at least one entry (n_rows + 1), got shape {indptr.shape}")
     nnz = indices.shape[0]
+    if on_device(indptr):          # reading an element would wait for the device (see top)
+        return indptr.shape[0] - 1, nnz
     if indptr[0] != 0 or indptr[-1] != nnz:
         raise ValueError(
             f"{name}: expected {name}[0] == 0 and {name}[-1] == {index_name}.shape[0] == {nnz},"

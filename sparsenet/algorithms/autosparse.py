@@ -28,14 +28,17 @@ thresholds, steered in the paper by s_init (−5 for ResNet50: τ ≈ 0.007), we
 pulls s to 0, τ up) and α_0, tuned per model. In a short run weight decay barely moves s (it
 shrinks by exp(−Σ lr_t · wd), about 2 % in 20 LeNet-300-100 epochs at lr 0.05, wd 1e-4), while
 the loss pulls every τ down (a lower τ enlarges every kept weight): started at 90 %, LeNet's
-thresholds fell below 30 % sparsity within 10 epochs on the subset. Two engine choices, not in
-the paper, make `sparsity` a target:
+thresholds fell below 30 % sparsity within 10 epochs on the subset. So the default here is a
+*budgeted variant* (`variant="budgeted"`, named so in the record's `method_details.variant`):
+two engine choices, not in the paper, make `sparsity` a target:
 - init: each τ_l starts at the quantile of |W_l| that prunes the layer's share of the target
   (ERK by default), so training starts at the target;
 - target pull (`target_gain` μ, default 10; 0 is the paper's free run), after backward:
       ∂L/∂s_l += −μ · (S* − S_t)      S_t, S*: overall sparsity of the thresholded layers, target
   one force on every layer, so the overall sparsity stays near S* while its split among layers
   is learned. `s_init=<number>` gives the paper's constant initialization instead.
+`variant="paper"` is the paper's free run: no pull (μ = 0), s_init = −5 (its ResNet50 value), no
+target (leave `sparsity` out): the sparsity is whatever training makes of the thresholds.
 The record reports the target, each layer's final τ_l and sparsity, and the overall sparsity.
 
 Formats: only `masked`. GA needs every pruned weight stored and given a gradient; csr, block and
@@ -177,8 +180,36 @@ def _logit(tau):
 class AutoSparse(SparseMethod):
     """Learnable per-layer thresholds (STR) with annealed gradients for the pruned weights (GA)."""
 
-    def __init__(self, sparsity=0.9, alpha=0.75, t_reset=0.9, s_init=None, target_gain=10.0,
-                 format="masked", block_size=16, n=2, m=4, distribution="erk", dense_layers=()):
+    VARIANTS = {"budgeted": {"target_gain": 10.0, "s_init": None, "sparsity": 0.9},
+                "paper": {"target_gain": 0.0, "s_init": -5.0, "sparsity": 0.0}}
+    option_help = {
+        "variant": "budgeted: the engine's target pull keeps the overall sparsity at the "
+                   "target (default) | paper: the paper's free run (μ = 0, s_init = -5, no "
+                   "target)",
+        "sparsity": "the target of the budgeted variant (default 0.9); the paper variant has "
+                    "none",
+        "alpha": "α_0, the gradient-annealing factor at step 0 (paper, ResNet50: 0.75)",
+        "t_reset": "when α becomes 0: a fraction of training or a step count (paper: epoch 90 "
+                   "of 100, 0.9)",
+        "s_init": "a constant initial threshold parameter, τ = sigmoid(s) (paper, ResNet50: "
+                  "-5); default: the |w| quantile of each layer's target (budgeted variant)",
+        "target_gain": "μ, the pull towards the target sparsity (budgeted: 10; paper: 0)",
+        "format": "masked only: gradient annealing trains the pruned weights too",
+    }
+
+    def __init__(self, sparsity=None, alpha=0.75, t_reset=0.9, s_init=None, target_gain=None,
+                 variant="budgeted", format="masked", block_size=None, n=2, m=4,
+                 distribution="erk", dense_layers=()):
+        if variant not in self.VARIANTS:
+            raise ValueError(f"variant must be one of {sorted(self.VARIANTS)}, got {variant!r}")
+        preset = self.VARIANTS[variant]
+        if variant == "paper" and sparsity not in (None, 0, 0.0):
+            raise ValueError(f"variant 'paper' has no target sparsity (it is an outcome of "
+                             f"training): leave sparsity out, got {sparsity!r}")
+        sparsity = preset["sparsity"] if sparsity is None else sparsity
+        s_init = preset["s_init"] if s_init is None else s_init
+        target_gain = preset["target_gain"] if target_gain is None else target_gain
+        self.variant = variant
         super().__init__(sparsity, format, block_size, n, m, distribution, dense_layers)
         if format != "masked":
             raise ValueError(f"autosparse needs format 'masked', got {format!r}: gradient "
@@ -325,7 +356,12 @@ class AutoSparse(SparseMethod):
         return extra
 
     def describe(self) -> dict:
-        out = dict(super().describe(), alpha_0=self.alpha_0, t_reset=self.t_reset,
+        pulled = self.target_gain > 0 and self.sparsity > 0
+        variant = self.variant + (": the thresholds are pulled towards the target sparsity (an "
+                                  "engine addition, not in the paper)" if pulled else
+                                  ": free thresholds, the sparsity is an outcome of training")
+        out = dict(super().describe(), variant=variant, alpha_0=self.alpha_0,
+                   t_reset=self.t_reset,
                    alpha_decay="sigmoid-cosine", L0=L0, L1=L1, target_gain=self.target_gain,
                    s_init="quantile of |w| at the target" if self.s_init is None else self.s_init)
         if hasattr(self, "layers"):

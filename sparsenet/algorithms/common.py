@@ -113,8 +113,9 @@ def change_topology(layer, drop, grow_rows=None, grow_cols=None, optimizer=None,
 def rescale_to_sparse_fan_in(layers):
     """Scale each neuron's initial weights by sqrt(dense fan-in / stored fan-in), so a sparse
     neuron starts with the output variance the dense initialization meant (Evci et al. 2022,
-    "Gradient Flow in Sparse Neural Networks and How Lottery Tickets Win"; SRigL's reference
-    code does the same, `use_sparse_initialization`)."""
+    "Gradient Flow in Sparse Neural Networks and How Lottery Tickets Win"). SRigL's reference
+    code has a sparse initialization too, on by default, but its default variant draws
+    σ = 2 / fan_in rather than this Kaiming σ ∝ 1 / √fan_in (see srigl.py)."""
     for _, layer in layers:
         w = layer.weight
         fan_in = np.bincount(w.active()[0], minlength=w.shape[0])       # stored inputs per row

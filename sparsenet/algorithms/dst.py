@@ -21,13 +21,15 @@ N:M and constant fan-in intact while α stays a continuous fraction (2:4 has onl
 group: a per-group floor(α · 2) would be 0 for every α < 0.5).
 
 Dropped units are candidates for growth in the same update, as in RigL's reference code
-(google-research/rigl, sparse_optimizers.py: growth scores are lifted only for the units kept
-after the drop). A unit dropped and regrown at once keeps its weight and optimizer state there
+(google-research/rigl, rigl/sparse_optimizers_base.py, `_get_update_op`: growth scores are
+lifted only for the units kept after the drop). A unit dropped and regrown at once keeps its weight and optimizer state there
 (`reinit_when_same=False`, the reference default): here it is simply not dropped. A method may
 set `reinit_when_same = True` (SET's reference code restarts such a weight).
 
 The update runs in `after_step`, after the optimizer step: drops see the updated weights, and
-`layer.values.grad` still holds that step's gradient of the stored weights.
+`layer.values.grad` still holds that step's gradient of the stored weights. (RigL's reference
+code instead skips the optimizer step on update iterations and updates the mask in its place;
+SET's reference base class updates after the step, as here. See rigl.py.)
 
 Subclass hooks (kept small for SET, RigL, SRigL, MEST, AutoSparse):
     drop_scores(layer) -> one score per stored unit, lowest dropped first
@@ -43,11 +45,13 @@ Every update is logged in `self.updates` ({step, fraction, replaced per layer}).
 """
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 
 from .. import backend, random
 from ..sparse import sparsify
-from .base import SparseMethod
+from .base import SparseMethod, check_sparse_init
 from .common import (change_topology, lowest_units, prunable_layers, rescale_to_sparse_fan_in,
                      weight_shape)
 from .schedules import DropFraction, UpdateSchedule
@@ -83,12 +87,17 @@ def start_sparse(method, model):
     check_sparse_setting(method)
     if not _sparse_layers(model):
         shapes = {name: weight_shape(layer) for name, layer in prunable_layers(model)}
-        chosen = {name: d for name, d in method.layout(shapes).items() if d < 1}
+        densities = method.layout(shapes)
+        chosen = {name: d for name, d in densities.items() if d < 1}
         if chosen:
             sparsify(model, format=method.format, layers=list(chosen), density_per_layer=chosen,
+                     from_dense=False,
                      rng=random.generator(), **method.sparse_format_options())
-        if getattr(method, "sparse_init", False):
+        if method.resolve_sparse_init(densities):
             rescale_to_sparse_fan_in(_sparse_layers(model))
+    elif not hasattr(method, "sparse_init_used"):    # a model built sparse, not by build_options
+        method.resolve_sparse_init({name: layer.weight.density for name, layer in
+                                    _sparse_layers(model)})
     layers = list(_sparse_layers(model))
     if not layers:
         raise ValueError(f"sparsity={method.sparsity} with distribution={method.distribution!r} "
@@ -121,25 +130,49 @@ class DynamicSparseMethod(SparseMethod):
     "epoch" (after the last step of every epoch); t_end: no update from this step on, a fraction
     of training (in (0, 1]) or a step count (a whole number > 1); decay: cosine | constant | linear;
     chunk_rows: rows per chunk of the growth scores (bounds memory); sparse_init: initialise
-    each neuron at its stored fan-in (default; see below), false: as the dense layer would.
+    each neuron at its stored fan-in (true), as the dense layer would (false), or "auto" (the
+    default): the first where the second would starve the network of signal.
 
-    Initialisation (`sparse_init=True`, the default): Kaiming at the dense fan-in gives a neuron
-    that keeps a fraction d of its inputs an output variance d times too small, and in a deep
-    sparse network the signal vanishes: SET on mlp:784-20000-20000-20000-10 (about 40 inputs per
-    neuron) stayed at ln 10 loss and 10 % accuracy after an epoch that way, and reached 77.6 %
-    with the stored fan-in. Evci et al. 2022 ("Gradient Flow in Sparse Neural Networks and How
-    Lottery Tickets Win", Section 3) derive this rescaling; SRigL's reference code enables it by
-    default. On LeNet-300-100 at 90 % it was chosen on a validation split too (tuning-rigl90).
+    Initialisation. Kaiming at the dense fan-in gives a neuron that keeps a fraction d of its
+    inputs an output variance d times too small; through the layers the network's output
+    shrinks by the product of sqrt(d) (`base.signal_scale`). Evci et al. 2022 ("Gradient Flow in
+    Sparse Neural Networks and How Lottery Tickets Win", Section 3) rescale each neuron to its
+    stored fan-in instead; SRigL's reference code does so by default. Measured here:
+    - SET on mlp:784-20000-20000-20000-10 (signal scale 3.3e-4) stays at ln 10 loss and 10 %
+      accuracy after an epoch of the subset with the dense fan-in, and reaches 78 % with the
+      stored fan-in;
+    - LeNet-300-100 (scale 0.13 at 90 %, 0.016 at 98 %), on a validation split at the default
+      lr 0.05, weight decay 1e-4 (benchmarks/results/tuning-dst.md, 3 seeds): the dense fan-in
+      was better at 90 % (static 89.60 against 89.22, RigL 90.01 against 89.59) and equal at
+      98 % (static 87.20 against 87.06, RigL 87.97 against 87.98); with weight decay 5e-4 and lr
+      0.1 the stored fan-in was best (RigL 90.31).
+    So "auto" takes the stored fan-in where the signal scale is below 1e-3 (AUTO_SIGNAL_SCALE,
+    between the networks that train either way and those that need it) and the dense
+    initialisation elsewhere; the record says which was used (`sparse_init_used`).
     The model is built sparse from the start (`build_options`): no dense weight is allocated.
     """
 
     needs_dense_gradient = False
     reinit_when_same = False
     sparse_from_scratch = True
+    option_help = {
+        "alpha": "α, the fraction of stored units replaced at the first update, decayed to 0 "
+                 "at T_end (RigL paper, Section 3: 0.3)",
+        "delta_t": "ΔT, steps between topology updates, or \"epoch\" (RigL paper: 100)",
+        "t_end": "T_end, no update from here on: a fraction of training in (0, 1] or a step "
+                 "count (RigL paper: 0.75)",
+        "decay": "how α decays: cosine | constant | linear (RigL paper, Eq. 1: cosine)",
+        "chunk_rows": "rows per chunk of the dense growth scores: bounds their memory "
+                      "(engine choice, no effect on the result)",
+        "sparse_init": "initialise each neuron at its stored fan-in (true; Evci et al. 2022), as "
+                       "the dense layer would (false; the papers), or \"auto\": the stored "
+                       "fan-in where the dense one would shrink the signal below 1e-3 (engine "
+                       "choice, measured: dst.py)",
+    }
 
     def __init__(self, sparsity=0.9, alpha=0.3, delta_t=100, t_end=0.75, decay="cosine",
-                 format="csr", block_size=16, n=2, m=4, distribution="erk", dense_layers=(),
-                 chunk_rows=256, sparse_init=True):
+                 format="csr", block_size=None, n=2, m=4, distribution="erk", dense_layers=(),
+                 chunk_rows=256, sparse_init="auto"):
         super().__init__(sparsity, format, block_size, n, m, distribution, dense_layers)
         if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not 0 < alpha < 1:
             raise ValueError(f"alpha (the drop fraction) must be a number in (0, 1), got {alpha!r}")
@@ -154,9 +187,7 @@ class DynamicSparseMethod(SparseMethod):
             raise ValueError(f"decay must be one of {DECAYS}, got {decay!r}")
         self.alpha, self.delta_t, self.t_end, self.decay = float(alpha), delta_t, t_end, decay
         self.chunk_rows = check_positive_int(chunk_rows, "chunk_rows")
-        if not isinstance(sparse_init, (bool, np.bool_)):
-            raise ValueError(f"sparse_init must be true or false, got {sparse_init!r}")
-        self.sparse_init = bool(sparse_init)
+        self.sparse_init = check_sparse_init(sparse_init)
 
     # ----- hooks for subclasses --------------------------------------------------------------
     def drop_scores(self, layer) -> np.ndarray:
@@ -193,6 +224,19 @@ class DynamicSparseMethod(SparseMethod):
         self.layers = self.sparsify_model(model)
         self.updates, self._changed, self._extra = [], False, 0.0
         self._keep_gradients(self.is_update_step(0))
+        self.planned_updates = self._planned_updates()
+        if self.planned_updates == 0:
+            every = ("the end of every epoch" if self.delta_t == "epoch"
+                     else f"every delta_t={self.delta_t} steps")
+            warnings.warn(f"{self.name}: {total_steps} training steps with updates at {every} "
+                          f"before T_end (step {self.t_end_steps}) make no topology update: "
+                          "the run is static sparse training under this method's name; "
+                          "lower delta_t (--opt delta_t=N) or train longer", stacklevel=2)
+
+    def _planned_updates(self) -> int:
+        """How many update steps the schedule holds (0 < t < T_end, every ΔT)."""
+        every = self.steps_per_epoch if self.delta_t == "epoch" else self.delta_t
+        return max(0, (self.t_end_steps - 1) // every)
 
     def is_update_step(self, step) -> bool:
         if self.delta_t == "epoch":     # after the last step of an epoch, before T_end
@@ -288,8 +332,10 @@ class DynamicSparseMethod(SparseMethod):
     def describe(self) -> dict:
         out = dict(super().describe(), alpha=self.alpha, delta_t=self.delta_t, t_end=self.t_end,
                    decay=self.decay, reinit_when_same=self.reinit_when_same,
-                   sparse_init=self.sparse_init)
+                   sparse_init=self.sparse_init,
+                   sparse_init_used=getattr(self, "sparse_init_used", None),
+                   signal_scale=getattr(self, "signal_scale", None))
         if hasattr(self, "updates"):
             out.update(t_end_steps=self.t_end_steps, n_updates=len(self.updates),
-                       updates=self.updates)
+                       planned_updates=self.planned_updates, updates=self.updates)
         return out

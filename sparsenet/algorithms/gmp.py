@@ -42,6 +42,16 @@ from .schedules import CubicSparsity
 class GradualMagnitudePruning(SparseMethod):
     """Prune the lowest |w| every Δt steps along Zhu & Gupta's cubic sparsity schedule."""
 
+    option_help = {
+        "initial_sparsity": "s_i, the sparsity at the first pruning step (Zhu & Gupta: "
+                            "\"usually 0\")",
+        "begin": "t0, the first pruning step as a fraction of training (0.1: a few dense "
+                 "epochs first, as Zhu & Gupta advise)",
+        "end": "the last pruning step as a fraction of training (0.6: time to recover)",
+        "delta_t": "Δt, steps between pruning steps (Zhu & Gupta: 100 to 1000 barely differ)",
+        "distribution": "uniform (the paper's per-layer targets) | er | erk",
+    }
+
     def __init__(self, sparsity=0.9, initial_sparsity=0.0, begin=0.1, end=0.6, delta_t=100,
                  format="csr", distribution="uniform", **options):
         super().__init__(sparsity, format=format, distribution=distribution, **options)

@@ -31,10 +31,13 @@ ReLU and max-pool are piecewise linear: a step of relative size 1e-5 crosses a k
 few units, where double backprop would also see zero curvature.
 
 Defaults and where they come from (the authors' code, github.com/alecwangcq/GraSP,
-pruner/GraSP.py): T=200; samples_per_class=25 (10 classes -> 250 samples, taken class-balanced
-from the training loader); the reference splits them in two halves and sums the gradients and
-products of both, which equals ours on the whole sample up to a constant factor (no ranking
-changes). The reference also re-initializes Linear layers with Xavier-normal before scoring
+pruner/GraSP.py): T=200; samples_per_class=25, the default of the reference's `GraSP` function
+(10 classes -> 250 samples, taken class-balanced from the training loader). The released
+configurations do not use it: every configs/*/GraSP_*.json passes samples_per_class 10 for
+CIFAR-10 (and CIFAR-100 on VGG19), 5 for CIFAR-100 on ResNet32 and 1 for Tiny-ImageNet and
+ImageNet; `--opt samples_per_class=10` is their CIFAR-10 setting. The reference splits the
+sample in two halves and sums the gradients and products of both, which equals ours on the
+whole sample up to a constant factor (no ranking changes). The reference also re-initializes Linear layers with Xavier-normal before scoring
 (`reinit=True`), a detail of its code that the paper does not describe: not done here.
 Signed scores in block format: see saliency.py (they are shifted to be >= 0 before a block's
 L2 norm is taken).
@@ -97,6 +100,15 @@ def hessian_gradient_product(model, x, y, temperature=1.0, epsilon=1e-5):
 @register("grasp")
 class GraSP(PruningAtInit):
     """Remove the weights whose removal reduces the gradient flow least: highest −θ ⊙ Hg."""
+
+    option_help = {
+        "T": "temperature on the logits (the reference code: 200)",
+        "samples_per_class": "class-balanced samples scored per class (the reference "
+                             "function's default: 25; its released CIFAR-10 configs: 10)",
+        "epsilon": "relative step of the finite-difference Hessian-gradient product (engine "
+                   "choice; a test checks it against the exact product)",
+        "scope": "global (the paper) | layer",
+    }
 
     def __init__(self, sparsity=0.9, T=200.0, samples_per_class=25, epsilon=1e-5,
                  scope="global", **options):

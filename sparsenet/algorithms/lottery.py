@@ -42,7 +42,9 @@ Defaults and where they come from:
 from __future__ import annotations
 
 import copy
+import math
 import time
+import warnings
 
 import numpy as np
 
@@ -110,6 +112,18 @@ def load_weights(model, weights: dict):
 class LotteryTicket(SparseMethod):
     """Iterative magnitude pruning, rewinding the survivors to theta_k after every round."""
 
+    option_help = {
+        "rate": "p, the fraction of each fully connected layer's weights pruned per round "
+                "(Frankle & Carbin, LeNet-300-100: 0.2)",
+        "output_rate": "the output layer's rate (Frankle & Carbin: half of rate)",
+        "conv_rate": "the convolutions' rate (Frankle & Carbin, Conv-2/4/6: 0.1)",
+        "rewind_step": "k, the step rewound to; default 5 % of a round (Frankle et al. 2020 "
+                       "rewind early in training; 0: the original reset)",
+        "reinit": "also train the random-reinit control every round (Frankle & Carbin)",
+        "round_epochs": "epochs per round; default the run's epochs",
+        "distribution": "uniform only: each layer prunes at its own rate",
+    }
+
     def __init__(self, sparsity=0.9, rate=0.2, output_rate=None, conv_rate=0.1, rewind_step=None,
                  reinit=False, round_epochs=None, format="csr", distribution="uniform", **options):
         super().__init__(sparsity, format=format, distribution=distribution, **options)
@@ -146,12 +160,27 @@ class LotteryTicket(SparseMethod):
                 for n in names}
 
     def schedule(self, model) -> list:
+        """[{layer: units kept}] per round; warns when the last round overshoots the target."""
         rates = self.rates(model)
         probes = probe_format(model, list(rates), self.format, **self.format_options())
         total = sum(int(np.prod(weight_shape(m))) for _, m in prunable_layers(model))
-        return round_schedule({n: p.n_units for n, p in probes.items()}, rates,
-                              {n: p.nnz // p.n_units for n, p in probes.items()}, total,
-                              self.sparsity)
+        sizes = {n: p.nnz // p.n_units for n, p in probes.items()}
+        rounds = round_schedule({n: p.n_units for n, p in probes.items()}, rates, sizes, total,
+                                self.sparsity)
+        unpruned = total - sum(p.nnz for p in probes.values())
+        reached = [1 - (unpruned + sum(k * sizes[n] for n, k in keep.items())) / total
+                   for keep in rounds]
+        if rounds and reached[-1] - self.sparsity > 0.005:
+            before = (f" ({len(rounds) - 1} reach {reached[-2]:.1%})" if len(rounds) > 1
+                      else "")
+            exact = math.floor(reached[-1] * 1e4) / 1e4      # rounded down: the same rounds
+            warnings.warn(f"lottery: each round prunes a share of what is left (rate {self.p}), "
+                          f"so {len(rounds)} rounds reach {reached[-1]:.1%} sparsity, past the "
+                          f"target {self.sparsity:.1%}{before}; give --sparsity {exact:.4f} "
+                          "for a target that says what the run does, or change --opt rate",
+                          stacklevel=2)
+        self.reached_sparsity = reached
+        return rounds
 
     # ----- hooks used in round 0: remember theta_k ------------------------------------------
     def setup(self, model, optimizer, loader, total_steps):
@@ -180,12 +209,13 @@ class LotteryTicket(SparseMethod):
         """The initial distribution drawn again: a new model of the same architecture."""
         spec = getattr(model, "spec", config.model)
         rng = np.random.default_rng([config.seed, round_, 1])
-        fresh = build_model(spec, input_shape=data[0].shape[1:],
-                            num_classes=int(data[1].max()) + 1, rng=rng)
+        outputs = weight_shape(prunable_layers(model)[-1][1])[0]        # the same classes
+        fresh = build_model(spec, input_shape=data[0].shape[1:], num_classes=outputs, rng=rng)
         return layer_weights(fresh)
 
     # ----- the whole run ------------------------------------------------------------------------
     def train_model(self, config, model, data, log=print):
+        self.fit_format(model)                     # blocks that cannot tile a layer: dense
         keeps = self.schedule(model)
         epochs = epochs_for(config, self.round_epochs)
         start = time.perf_counter()

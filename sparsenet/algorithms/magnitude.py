@@ -147,6 +147,16 @@ def global_keep(scores: dict, budget: int, floors: dict) -> dict:
 class MagnitudePruning(SparseMethod):
     """Train dense, prune by |w| once (layerwise or global), fine-tune."""
 
+    option_help = {
+        "scope": "global: one threshold over all layers | layerwise; default global, or "
+                 "layerwise for nm or an er/erk distribution (chosen on a validation split)",
+        "min_density": "the least density a layer keeps under global ranking (1 %: no layer "
+                       "collapse)",
+        "finetune_epochs": "epochs of fine-tuning after the prune (engine choice: 5)",
+        "finetune_lr": "learning rate of the fine-tuning; default the run's (validation split)",
+        "distribution": "uniform | er | erk (a non-uniform one means scope layerwise)",
+    }
+
     def __init__(self, sparsity=0.9, scope=None, min_density=0.01, finetune_epochs=5,
                  finetune_lr=None, format="csr", distribution="uniform", **options):
         super().__init__(sparsity, format=format, distribution=distribution, **options)
@@ -213,6 +223,7 @@ class MagnitudePruning(SparseMethod):
 
     # ----- the whole run: dense, prune, fine-tune --------------------------------------------
     def train_model(self, config, model, data, log=print):
+        self.fit_format(model)                     # blocks that cannot tile a layer: dense
         names = pruned_layer_names(model, self.dense_layers)
         probe_format(model, names, self.format, density=None, **self.format_options())
         x_test, y_test = data[2], data[3]

@@ -45,9 +45,9 @@ Defaults and sources:
   is zero there). The paper's weight-and-gradient score is `--opt lam=...`; the paper's value
   of λ could not be confirmed here.
 - ERK layer densities (the shared default here; the reference reads per-layer ratios from a
-  YAML profile). `sparse_init` on: each neuron initialised at its stored fan-in, the default of
-  every sparse-from-scratch method here (dst.py says why); the reference masks a dense
-  initialization instead, which `--opt sparse_init=false` reproduces.
+  YAML profile). `sparse_init="auto"`, the default of every sparse-from-scratch method here
+  (dst.py says what it chooses and why); the reference masks a dense initialization, which
+  `--opt sparse_init=false` forces.
 
 Formats: drops and grows are in units (elements; blocks for block, scored by the L2 norm of
 their elements' scores). N:M keeps N:M by growing back, in every group, what the drop took from
@@ -93,10 +93,27 @@ class MEST(DynamicSparseMethod):
     """Drop the lowest |w| + λ|g|; regrow at random; the mutation ratio decays in steps."""
 
     reinit_when_same = True
+    option_aliases = {"alpha": "zeta"}          # RigL's name for the fraction rewired
+    option_help = {
+        "zeta": "ζ, the mutation ratio: a fraction of each layer's budget (the reference "
+                "README's example at 90 % sparsity: 0.2)",
+        "lam": "λ, the weight of |gradient| in the drop score |w| + λ|g| (reference --sp-lmd "
+               "default: 0)",
+        "soft_bound": "MEST+EM&S: grow above the budget between updates, prune back at the "
+                      "next (the paper's soft memory bound)",
+        "delta_t": "steps between mutations, or \"epoch\" (the reference mutates every 5 of "
+                   "160 epochs)",
+        "t_end": "no mutation from here on (reference: epoch 120 of 160, 0.75)",
+        "t_decay": "when ζ halves: a fraction of training or a step count (reference: epoch "
+                   "90 of 160, 0.5625)",
+        "decay": "elastic (MEST's step decay: ζ, ζ/2, 0) | cosine | constant | linear",
+        "sparse_init": "true | false | \"auto\" (dst.py); false is the reference, which "
+                       "masks a dense initialization",
+    }
 
     def __init__(self, sparsity=0.9, zeta=0.2, lam=0.0, soft_bound=False, delta_t="epoch",
-                 t_end=0.75, t_decay=0.5625, decay="elastic", format="csr", block_size=16,
-                 n=2, m=4, distribution="erk", dense_layers=(), chunk_rows=256, sparse_init=True):
+                 t_end=0.75, t_decay=0.5625, decay="elastic", format="csr", block_size=None,
+                 n=2, m=4, distribution="erk", dense_layers=(), chunk_rows=256, sparse_init="auto"):
         if isinstance(zeta, bool) or not isinstance(zeta, (int, float)) or not 0 < zeta < 1:
             raise ValueError(f"zeta (the mutation ratio, a fraction of each layer's budget) must "
                              f"be a number in (0, 1), got {zeta!r}")

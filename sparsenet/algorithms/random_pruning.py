@@ -31,6 +31,9 @@ from .saliency import PruningAtInit
 class RandomPruning(PruningAtInit):
     """Keep random weights, as many per layer as `distribution` says."""
 
+    option_help = {"scope": "layer: the counts of `distribution` (default) | global: one "
+                            "ranking of random scores (uniform in expectation)"}
+
     def __init__(self, sparsity=0.9, scope="layer", **options):
         super().__init__(sparsity=sparsity, scope=scope, **options)
 

@@ -168,6 +168,17 @@ class Regularized(SparseMethod):
     record reports how many groups ended near zero.
     """
 
+    option_help = {
+        "sparsity": "remove the lowest-norm groups until each layer keeps its share; 0: the "
+                    "threshold decides (default 0)",
+        "l1": "λ of the L1 penalty λ·Σ|w| (Han et al. 2015)",
+        "group_lasso": "λ of the group-lasso penalty λ·Σ‖w_g‖₂ (Wen et al. 2016)",
+        "groups": "rows | columns | blocks: the groups of the group lasso",
+        "threshold": "remove the groups whose L2 norm is at most this after training",
+        "format": "csr | masked, or block with groups='blocks'",
+        "distribution": "uniform (default) | er | erk: the per-layer shares with sparsity",
+    }
+
     def __init__(self, sparsity=0.0, l1=0.0, group_lasso=0.0, groups="rows", threshold=0.0,
                  format="csr", block_size=16, n=2, m=4, distribution="uniform", dense_layers=()):
         super().__init__(sparsity, format, block_size, n, m, distribution, dense_layers)

@@ -1,7 +1,8 @@
 """RigL: the Rigged Lottery.
 
 Evci, Gale, Menick, Castro & Elsen, 2020, "Rigging the Lottery: Making All Tickets Winners",
-ICML 2020 (reference code: google-research/rigl, rigl/sparse_optimizers.py).
+ICML 2020 (reference code: google-research/rigl, rigl/sparse_optimizers_base.py,
+`SparseRigLOptimizerBase`; rigl/sparse_optimizers.py only binds it to TF1's pruning masks).
 
 Rule (Algorithm 1, Section 3), every ΔT steps while t < T_end, in every sparse layer l:
 
@@ -15,8 +16,14 @@ Rule (Algorithm 1, Section 3), every ΔT steps while t < T_end, in every sparse 
 at the layer's output, X its input). It is computed only on update steps, a chunk of rows at a
 time with a running top-k (`layer.dense_grad_topk`), so the dense matrix is never held whole:
 the layers keep (G, X) of their backward (`keep_for_growth`) only for the step before an update.
-The drop uses the weights after that step's optimizer update, as the reference code does (its
-mask update runs after `apply_gradients`).
+
+Where the update sits in the step differs from the reference code. Here it runs after the
+step's optimizer update (dst.py's `after_step`): the update step trains like any other, and the
+drop sees the weights after it. The reference runs the mask update *instead of* the optimizer
+step on update iterations (`apply_gradients` builds `cond(is_mask_update_iter, mask update,
+optimizer step)`), so its drop sees the weights before that step and the step's gradient serves
+only to grow; SET's reference base class, by contrast, runs the mask update after the step.
+The difference is one SGD step in every ΔT (1 % at ΔT = 100).
 
 Defaults and sources: α = 0.3, ΔT = 100, T_end = 75 % of training, cosine decay, ERK layer
 densities (Section 3 and Section 4.1 of the paper); grown weights at zero ("zeros" grow_init of

@@ -259,6 +259,12 @@ class PruningAtInit(SparseMethod):
     """
 
     iterations = 1
+    option_help = {
+        "scope": "global: one ranking over the units of all layers | layer: the per-layer "
+                 "counts of `distribution`",
+        "sparse_init": "rescale the kept initial weights to each neuron's stored fan-in (Evci "
+                       "et al. 2022); off: the papers keep them as drawn",
+    }
 
     def __init__(self, sparsity=0.9, scope="global", sparse_init=False, **options):
         super().__init__(sparsity=sparsity, **options)

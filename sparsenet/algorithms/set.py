@@ -47,11 +47,21 @@ class SET(DynamicSparseMethod):
     """Drop the ζ fraction closest to zero on each side of 0; regrow at random."""
 
     reinit_when_same = True
+    option_aliases = {"alpha": "zeta"}          # RigL's name for the fraction rewired
+    option_help = {
+        "sparsity": "fraction of the weights removed overall (default 0.9, with ERK); or give "
+                    "epsilon",
+        "zeta": "ζ, the fraction of each sign's weights rewired per update (SET paper, MLP "
+                "experiments, and its reference code: 0.3)",
+        "epsilon": "ε of SET's Erdős–Rényi densities ε(n_in + n_out)/(n_in·n_out), instead of "
+                   "sparsity (SET paper: 20)",
+        "distribution": "uniform | er | erk; default erk, or er with epsilon",
+    }
 
     def __init__(self, sparsity=None, zeta=0.3, epsilon=None, delta_t=100, t_end=0.75,
-                 decay="cosine", format="csr", block_size=16, n=2, m=4, distribution=None,
+                 decay="cosine", format="csr", block_size=None, n=2, m=4, distribution=None,
                  dense_layers=(), chunk_rows=256,
-                 sparse_init=True):
+                 sparse_init="auto"):
         if isinstance(zeta, bool) or not isinstance(zeta, (int, float)) or not 0 < zeta < 1:
             raise ValueError(f"zeta (the fraction of weights rewired) must be a number in (0, 1), "
                              f"got {zeta!r}")

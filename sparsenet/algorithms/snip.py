@@ -28,6 +28,17 @@ Layer collapse: at high sparsity SNIP may leave a layer almost empty; every laye
 its best weight, and `describe()["layer_collapse"]` names layers left below 10 % of the overall
 density; `describe()["disconnected"]` names layers where more than half of the output units
 keep no input at all (SNIP at 98 % on lenet300 does this to its first layer).
+
+Where the reference code (namhoonlee/snip-public, snip/model.py and snip/network.py) differs:
+- it scores one initialization and trains another: the mask is computed on `weights_bp`
+  ("before pruning") and applied to `weights_ap`, a second set of variables drawn afresh from
+  the same initializer. Here, as Algorithm 1 reads, the scored weights are the trained ones.
+- it ranks the biases with the weights (`prn_keys` holds the 'w' and the 'b' variables); its
+  biases start at zero, so their sensitivity |g · b| is 0 and they rank last. Here only weights
+  are scored and the biases stay dense.
+- it initializes weights by variance scaling (`tf.variance_scaling_initializer`: a truncated
+  normal of variance 1/fan_in) and biases at zero; here the model's own initialization
+  (Kaiming uniform, variance 2/fan_in; biases zero) is what is scored and trained.
 """
 from __future__ import annotations
 
@@ -39,6 +50,12 @@ from .saliency import (PruningAtInit, float64_parameters, mask_weights, take_bat
 @register("snip")
 class SNIP(PruningAtInit):
     """Keep the weights whose removal would change the loss most: |dL/dw ⊙ w| on one batch."""
+
+    option_help = {
+        "batches": "mini-batches of the training loader scored (Algorithm 1: one)",
+        "iterations": "1: the paper's single shot; n > 1: iterative SNIP (de Jorge et al. 2021)",
+        "scope": "global (Algorithm 1 sorts all layers together) | layer",
+    }
 
     def __init__(self, sparsity=0.9, batches=1, iterations=1, scope="global", **options):
         super().__init__(sparsity=sparsity, scope=scope, **options)

@@ -20,7 +20,11 @@ at batch 1. Every
 So an active neuron always ends with exactly K' inputs and an ablated one with none; its budget
 goes to the others (K' grows). Ablation is decided afresh at each update (a neuron whose
 gradient becomes salient again comes back with K' zero weights), and never leaves fewer than
-ceil(B / n_in) + 1 neurons, the reference code's guard (so K' never exceeds the inputs).
+ceil(B / n_in) + 1 neurons (so K' never exceeds the inputs). The reference code's guard is
+floor(B / n_in) + 1 (`min_neurons = n_ones_max // dense_fan_in` in `_get_neurons_to_ablate`,
+the threshold capped at the saliency of the neuron ranked `min_neurons`), which also keeps
+K' <= n_in; when B / n_in is not whole, this one keeps one neuron more in the rare update where
+the guard binds.
 Without ablation (γ_sal = 0, or no neuron below the threshold) this is RigL with the grow
 settled per row: every row gets back what the drop took from it. nnz is exactly B until the
 first ablation; afterwards it is (active neurons) · K', at most B and less by the remainder.
@@ -35,6 +39,14 @@ Defaults and sources: γ_sal = 0.3 (the value the paper recommends), measured ag
 the sparse fan-in K (reference `use_sparse_const_fan_in_for_ablation: True`); α = 0.3,
 ΔT = 100, T_end = 75 %, cosine, ERK as for RigL; grown weights at zero, and a weight dropped
 and regrown at once keeps its value (reference `_get_new_weights`). FLOPs are counted as RigL's.
+Initialization: the reference enables a sparse initialization by default
+(configs/config.yaml: `use_sparse_initialization: True`, `init_method_str: grad_flow_init`),
+which draws each neuron's weights from N(0, σ) with σ = 2 / fan_in, the stored fan-in
+(`grad_flow_init` in src/rigl_torch/utils/sparse_init.py; not √(2 / fan_in), the Kaiming value
+of its `sparse_kaiming_*` variants). Here `sparse_init="auto"` (dst.py: the stored fan-in where
+the dense one would shrink the signal below 1e-3, else the dense initialization), and when it
+is on each neuron is drawn for its stored fan-in with the Kaiming scale, σ ∝ 1 / √(stored fan-in),
+not the reference's 2 / fan_in.
 """
 from __future__ import annotations
 
@@ -51,11 +63,20 @@ class SRigL(DynamicSparseMethod):
     """RigL with a constant fan-in per neuron and dynamic neuron ablation (csr or masked)."""
 
     needs_dense_gradient = True
+    option_help = {
+        "sparsity": "fraction of the weights removed overall (default 0.9, with ERK); or give "
+                    "fan_in",
+        "gamma_sal": "γ_sal: a neuron with fewer than γ_sal·K salient weights is ablated; 0 "
+                     "turns ablation off (SRigL paper's recommendation: 0.3)",
+        "fan_in": "K, the same number of inputs for every neuron of every sparse layer, "
+                  "instead of sparsity",
+        "format": "csr | masked (the two formats that hold a constant fan-in)",
+    }
 
     def __init__(self, sparsity=None, gamma_sal=0.3, fan_in=None, alpha=0.3, delta_t=100,
-                 t_end=0.75, decay="cosine", format="csr", block_size=16, n=2, m=4,
+                 t_end=0.75, decay="cosine", format="csr", block_size=None, n=2, m=4,
                  distribution="erk", dense_layers=(), chunk_rows=256,
-                 sparse_init=True):
+                 sparse_init="auto"):
         if format not in ("csr", "masked"):
             raise ValueError(f"srigl keeps a constant fan-in per neuron, which formats 'csr' and "
                              f"'masked' hold (constant_fan_in); got format={format!r}")

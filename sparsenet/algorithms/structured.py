@@ -234,6 +234,19 @@ def _counts(model, input_shape):
 class Structured(Method):
     """Train dense, remove the lowest-norm neurons/channels of every hidden layer, fine-tune."""
 
+    option_help = {
+        "sparsity": "the fraction of hidden neurons/channels removed per layer (not of weights)",
+        "norm": "l1 (Li et al. 2017) | l2: the score of a neuron's incoming weights",
+        "finetune_epochs": "epochs of fine-tuning after the cut (engine choice: 5)",
+        "finetune_lr": "learning rate of the fine-tuning; default 0.1 x the run's (engine "
+                       "choice)",
+        "l1": "L1 penalty on the hidden layers during dense training",
+        "group_lasso": "group-lasso penalty on the hidden layers during dense training",
+        "groups": "rows | columns | blocks: the groups of the group lasso",
+        "format": "must be left out: the shrunk layers are dense",
+        "distribution": "uniform only: every hidden layer loses the same fraction",
+    }
+
     def __init__(self, sparsity=0.5, norm="l1", finetune_epochs=5, finetune_lr=None,
                  l1=0.0, group_lasso=0.0, groups="rows", format=None, distribution=None):
         _check(sparsity, norm)

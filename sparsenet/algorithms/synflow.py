@@ -84,6 +84,12 @@ def synaptic_flow(model, input_shape, alive=None):
 class SynFlow(PruningAtInit):
     """Iteratively keep the weights carrying the most synaptic flow; no data needed."""
 
+    option_help = {
+        "iterations": "pruning iterations, density ρ^(k/n) at step k (paper, Section 7: 100)",
+        "input_shape": "one input's shape, e.g. [1, 28, 28]; default: the loader's",
+        "scope": "global (the paper and its reference code) | layer",
+    }
+
     def __init__(self, sparsity=0.9, iterations=100, scope="global", input_shape=None,
                  **options):
         super().__init__(sparsity=sparsity, scope=scope, **options)

@@ -12,11 +12,16 @@ that holds all four files:
 `source="full"` is the same search without step 4, `source="subset"` is
 step 4 alone, and any other string or path is an explicit directory that is
 used alone.
+
+When searching ("auto", "full"), a place whose files fail to load (a corrupt
+or truncated download in the user cache, say) is skipped with a warning that
+names it and says why, and the next place is tried.
 """
 
 from __future__ import annotations
 
 import os
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -156,12 +161,20 @@ def _locate(name: str, source) -> tuple[Path, str]:
         return BUNDLED_DIR, BUNDLED_ORIGIN
 
     if isinstance(source, str) and source in ("auto", "full"):
-        looked = []
-        for directory, description in _search_order(name, source == "auto"):
-            if directory is not None and _holds_dataset(directory):
-                origin = BUNDLED_ORIGIN if directory == BUNDLED_DIR else str(directory)
-                return directory, origin
-            looked.append(description if directory is None else f"{description}: {directory}")
+        return _found_places(name, source)[0][:2]
+    return _explicit_directory(source)
+
+
+def _found_places(name: str, source: str) -> list:
+    """[(directory, origin, description)] of every searched place holding the four files, in
+    search order; FileNotFoundError listing the places looked when there is none."""
+    looked, found = [], []
+    for directory, description in _search_order(name, source == "auto"):
+        if directory is not None and _holds_dataset(directory):
+            origin = BUNDLED_ORIGIN if directory == BUNDLED_DIR else str(directory)
+            found.append((directory, origin, description))
+        looked.append(description if directory is None else f"{description}: {directory}")
+    if not found:
         if name == _BUNDLED_NAME:
             hint = (f"get them with sparsenet.data.download_dataset({name!r}) "
                     "or set $SPARSENET_DATA")
@@ -172,9 +185,12 @@ def _locate(name: str, source) -> tuple[Path, str]:
             + "\n  ".join(looked)
             + f"\nEach place needs the files {', '.join(FILE_STEMS)} (optionally .gz); {hint}."
         )
+    return found
 
-    # Anything else is an explicit directory, used alone: falling back to
-    # other places would hide a typo in the path.
+
+def _explicit_directory(source) -> tuple[Path, str]:
+    """Anything else is an explicit directory, used alone: falling back to
+    other places would hide a typo in the path."""
     if isinstance(source, str) and not source:
         raise ValueError("source must be 'auto', 'full', 'subset' or a directory path, got ''")
     directory = Path(source)
@@ -230,6 +246,22 @@ def load_dataset(name: str = "fashion-mnist", source="auto") -> Dataset:
     docstring for the search order).
     """
     directory, origin = _locate(name, source)
+    if not (isinstance(source, str) and source in ("auto", "full")):
+        return _load_from(directory, name, origin)
+    places = _found_places(name, source)
+    failures = []
+    for directory, origin, description in places:
+        try:
+            return _load_from(directory, name, origin)
+        except (ValueError, OSError) as exc:        # IDXError is a ValueError
+            failures.append(f"{description} ({directory}): {exc}")
+            warnings.warn(f"{name}: skipped the {description} ({directory}): {exc}",
+                          stacklevel=2)
+    raise ValueError(f"{name}: every place holding its files failed to load: "
+                     + "; ".join(failures))
+
+
+def _load_from(directory: Path, name: str, origin: str) -> Dataset:
     train_images, train_labels = _load_split(directory, FILE_STEMS[0], FILE_STEMS[1])
     test_images, test_labels = _load_split(directory, FILE_STEMS[2], FILE_STEMS[3])
     return Dataset(train_images, train_labels, test_images, test_labels, name, origin)

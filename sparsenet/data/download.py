@@ -5,6 +5,14 @@ SHA-256 is compared with a recorded value, it is parsed as IDX, and only then
 is it renamed into place with os.replace (atomic on one file system). So a
 file under its final name has always passed both checks, and a failed or
 interrupted download leaves nothing behind for the loader to trip over.
+
+A hostile or broken server stays bounded: each read waits at most `timeout`
+seconds, the whole download ends at `max_seconds` (a server trickling a byte
+at a time cannot keep it alive), and a file may not exceed `max_bytes` (a
+declared or streamed size past it is refused before the hash is even
+computed). Temporary `.part` files a killed earlier run left behind are
+removed, and a failed download into a folder it created removes the folder
+again when it is empty.
 """
 
 from __future__ import annotations
@@ -13,6 +21,7 @@ import hashlib
 import http.client
 import os
 import tempfile
+import time
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -24,12 +33,20 @@ from .idx import IDXError, read_idx
 
 __all__ = ["DownloadError", "DEFAULT_BASE_URLS", "KNOWN_SHA256", "download_dataset"]
 
+# https only. Zalando's own host (fashion-mnist.s3-website.eu-central-1.amazonaws.com) is an S3
+# website endpoint, which serves plain http; the same files are in Zalando's repository
+# (data/fashion/), served over https (public projects point torchvision's MD5-checked
+# FashionMNIST loader at that mirror; it could not be fetched from the machine this was written
+# on). The SHA-256 check below refuses any other bytes, whatever the host.
 DEFAULT_BASE_URLS = {
-    "fashion-mnist": "http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/",
+    "fashion-mnist":
+        "https://raw.githubusercontent.com/zalandoresearch/fashion-mnist/master/data/fashion/",
     "mnist": "https://ossci-datasets.s3.amazonaws.com/mnist/",
 }
+# The largest official file (Fashion-MNIST's train-images, 26.4 MB) with room to spare.
+MAX_FILE_BYTES = 64 << 20
 
-# SHA-256 of the official Fashion-MNIST .gz files as served by the host above.
+# SHA-256 of the official Fashion-MNIST .gz files as served by Zalando's host.
 # They are NOT the hashes of Debian's /usr/share/datasets/fashion-mnist files:
 # Debian rewrote the gzip headers (dropped the stored file name, changed the
 # time stamp), so each of its files is shorter by exactly the length of that
@@ -95,8 +112,11 @@ def _check_hash_table(table, name: str) -> dict:
     return {fname: table[fname].lower() for fname in FILE_NAMES}
 
 
-def _fetch(url: str, target: Path, expected: str, progress: bool, timeout: float) -> None:
-    """Download `url` to `target` via a temporary file; see the module docstring."""
+def _fetch(url: str, target: Path, expected: str, progress: bool, timeout: float,
+           deadline: float, max_bytes: int) -> None:
+    """Download `url` to `target` via a temporary file; see the module docstring.
+
+    deadline: time.monotonic() value after which the download is abandoned."""
     fd, tmp_name = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".part")
     tmp = Path(tmp_name)
     try:
@@ -113,10 +133,24 @@ def _fetch(url: str, target: Path, expected: str, progress: bool, timeout: float
             with response:
                 length = response.headers.get("Content-Length")
                 total = int(length) if length and length.isdigit() else None
+                if total is not None and total > max_bytes:
+                    raise DownloadError(f"{url} declares {total} bytes, more than max_bytes="
+                                        f"{max_bytes}: refused")
+                received = 0
                 with tqdm(total=total, unit="B", unit_scale=True, desc=target.name,
                           disable=not progress, leave=False) as bar:
                     try:
-                        for chunk in iter(lambda: response.read(_CHUNK), b""):
+                        # read1: whatever one receive brings, so the deadline is checked
+                        # between small reads even when the server trickles
+                        for chunk in iter(lambda: response.read1(_CHUNK), b""):
+                            received += len(chunk)
+                            if received > max_bytes:
+                                raise DownloadError(f"{url} sent more than max_bytes="
+                                                    f"{max_bytes} bytes: refused")
+                            if time.monotonic() > deadline:
+                                raise DownloadError(f"download of {url} passed its deadline "
+                                                    f"(max_seconds) after {received} bytes: "
+                                                    "the server is too slow")
                             out.write(chunk)
                             digest.update(chunk)
                             bar.update(len(chunk))
@@ -141,9 +175,38 @@ def _fetch(url: str, target: Path, expected: str, progress: bool, timeout: float
         raise
 
 
+def _remove_stale_parts(dest: Path, older_than: float) -> None:
+    """Delete `.part` files of our four names that nothing has written for `older_than`
+    seconds: a killed download's leftovers (a live one writes at least every `timeout`)."""
+    now = time.time()
+    for fname in FILE_NAMES:
+        for part in dest.glob(f".{fname}.*.part"):
+            try:
+                if now - part.stat().st_mtime > older_than:
+                    part.unlink()
+            except FileNotFoundError:          # removed meanwhile by its own download
+                pass
+
+
+def _make_dirs(dest: Path) -> list:
+    """mkdir -p, returning the folders it created (deepest last)."""
+    created, folder = [], dest
+    while not folder.exists():
+        created.append(folder)
+        folder = folder.parent
+    dest.mkdir(parents=True, exist_ok=True)
+    return created[::-1]
+
+
+def _check_positive(value, name):
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
+        raise ValueError(f"{name} must be a positive number, got {value!r}")
+
+
 def download_dataset(name: str = "fashion-mnist", dest=None, base_url: str | None = None,
                      progress: bool = True, timeout: float = 60,
-                     expected_sha256: dict | None = None) -> Path:
+                     expected_sha256: dict | None = None, max_seconds: float = 1800,
+                     max_bytes: int = MAX_FILE_BYTES) -> Path:
     """Download the four .gz files of `name` into `dest` and return `dest`.
 
     `dest` defaults to the user cache (`$XDG_CACHE_HOME/sparsenet/<name>`),
@@ -152,6 +215,8 @@ def download_dataset(name: str = "fashion-mnist", dest=None, base_url: str | Non
     `expected_sha256` maps each file name to its hex SHA-256 and overrides
     the built-in table (needed for MNIST, which has none). Files that pass
     their checks stay in place even if a later file fails.
+    `timeout`: seconds a read may wait; `max_seconds`: the deadline of the
+    whole download; `max_bytes`: the largest file accepted.
     """
     if name not in DATASET_NAMES:
         raise ValueError(f"name must be one of {DATASET_NAMES}, got {name!r}")
@@ -162,20 +227,32 @@ def download_dataset(name: str = "fashion-mnist", dest=None, base_url: str | Non
         raise ValueError(f"base_url must be an http:// or https:// URL string, got {base_url!r}")
     if not isinstance(progress, bool):
         raise TypeError(f"progress must be a bool, got {type(progress).__name__}")
-    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not timeout > 0:
-        raise ValueError(f"timeout must be a positive number of seconds, got {timeout!r}")
+    _check_positive(timeout, "timeout (seconds)")
+    _check_positive(max_seconds, "max_seconds (the deadline, in seconds)")
+    if isinstance(max_bytes, bool) or not isinstance(max_bytes, int) or max_bytes <= 0:
+        raise ValueError(f"max_bytes must be a positive integer, got {max_bytes!r}")
     if dest is None:
         dest = user_cache_dir(name)
     elif not isinstance(dest, (str, os.PathLike)):
         raise TypeError(f"dest must be a str, os.PathLike or None, got {type(dest).__name__}")
     dest = Path(dest)
-    dest.mkdir(parents=True, exist_ok=True)
-
-    if not base_url.endswith("/"):
-        base_url += "/"
-    for fname in FILE_NAMES:
-        target = dest / fname
-        if target.is_file() and _sha256_of(target) == hashes[fname]:
-            continue
-        _fetch(base_url + fname, target, hashes[fname], progress, timeout)
+    deadline = time.monotonic() + max_seconds
+    created = _make_dirs(dest)
+    try:
+        _remove_stale_parts(dest, older_than=2 * timeout)
+        if not base_url.endswith("/"):
+            base_url += "/"
+        for fname in FILE_NAMES:
+            target = dest / fname
+            if target.is_file() and _sha256_of(target) == hashes[fname]:
+                continue
+            _fetch(base_url + fname, target, hashes[fname], progress, timeout, deadline,
+                   max_bytes)
+    except BaseException:
+        for folder in reversed(created):       # a folder made for nothing goes again
+            try:
+                folder.rmdir()
+            except OSError:                    # not empty: it holds verified files
+                break
+        raise
     return dest

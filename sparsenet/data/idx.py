@@ -53,29 +53,24 @@ def _check_path(path, argname: str = "path") -> Path:
     return Path(path)
 
 
-def _read_bytes(path: Path) -> bytes:
-    """Return the file's IDX bytes, decompressing when it is gzipped."""
-    raw = path.read_bytes()
-    if not raw.startswith(_GZIP_MAGIC):
-        return raw
-    try:
-        return gzip.decompress(raw)
-    except (OSError, EOFError, zlib.error) as exc:
-        # gzip raises BadGzipFile (an OSError) for bad headers, EOFError for a
-        # cut-off stream and zlib.error for corrupt deflate data; callers
-        # should only need to catch one thing.
-        raise IDXError(f"{path}: corrupt or truncated gzip stream ({exc})") from exc
+# Deflate cannot expand data more than about 1032:1, so a gzip file of c bytes holds at most
+# this many times c bytes: a header declaring more is a lie, refused before anything is read.
+_GZIP_MAX_RATIO = 1100
+_CHUNK = 1 << 20
+DEFAULT_MAX_BYTES = 4 << 30     # 4 GiB: Fashion-MNIST's largest file is 47 MB uncompressed
 
 
-def read_idx(path) -> np.ndarray:
-    """Read an IDX file (raw or gzipped) into a native-byte-order array.
+def _open(path: Path):
+    """(binary stream of the IDX bytes, compressed?): gzip is recognised by its magic bytes."""
+    with open(path, "rb") as raw:
+        compressed = raw.read(2) == _GZIP_MAGIC
+    return (gzip.open(path, "rb") if compressed else open(path, "rb")), compressed
 
-    Raises IDXError, naming the file and the problem, when the magic number,
-    the type code, the number of dimensions or the payload length is wrong.
-    """
-    path = _check_path(path)
-    data = _read_bytes(path)
 
+
+def _header(stream, path: Path):
+    """(dtype on disk, shape, header length) from the magic number and dimension sizes."""
+    data = stream.read(4)
     if len(data) < 4:
         raise IDXError(f"{path}: file is {len(data)} bytes, too short for an IDX header")
     zero0, zero1, code, ndim = data[0], data[1], data[2], data[3]
@@ -88,34 +83,79 @@ def read_idx(path) -> np.ndarray:
         raise IDXError(f"{path}: unknown type code 0x{code:02X}; expected one of {known}")
     if not 1 <= ndim <= _MAX_DIMS:
         raise IDXError(f"{path}: number of dimensions is {ndim}; expected 1 to {_MAX_DIMS}")
-
-    header_len = 4 + 4 * ndim
-    if len(data) < header_len:
+    sizes = stream.read(4 * ndim)
+    if len(sizes) < 4 * ndim:
         raise IDXError(
-            f"{path}: truncated header: {ndim} dimensions need {header_len} bytes, "
-            f"file has {len(data)}"
+            f"{path}: truncated header: {ndim} dimensions need {4 + 4 * ndim} bytes, "
+            f"file has {4 + len(sizes)}"
         )
-    shape = struct.unpack(f">{ndim}I", data[4:header_len])
+    shape = struct.unpack(f">{ndim}I", sizes)
     if any(size == 0 for size in shape):
         raise IDXError(f"{path}: dimension sizes {shape} contain a zero; expected all positive")
+    return _CODE_TO_DTYPE[code], shape, 4 + 4 * ndim
 
-    dtype = _CODE_TO_DTYPE[code]
+
+def read_idx(path, max_bytes: int = DEFAULT_MAX_BYTES) -> np.ndarray:
+    """Read an IDX file (raw or gzipped) into a native-byte-order array.
+
+    Raises IDXError, naming the file and the problem, when the magic number,
+    the type code, the number of dimensions or the payload length is wrong.
+    Memory stays bounded by what the header declares: the declared size is checked against
+    `max_bytes` and against what the file could hold (its size, or about 1000 times it when
+    gzipped) before anything is allocated, and the payload is streamed into the array, so a
+    file that holds more than it declares (a gzip bomb) fails after one byte too many.
+    """
+    path = _check_path(path)
+    if isinstance(max_bytes, bool) or not isinstance(max_bytes, int) or max_bytes <= 0:
+        raise ValueError(f"max_bytes must be a positive integer, got {max_bytes!r}")
+    file_size = path.stat().st_size
+    stream, compressed = _open(path)
+    try:
+        with stream:
+            return _read_payload(stream, path, compressed, file_size, max_bytes)
+    except IDXError as exc:
+        if not compressed:
+            raise
+        raise IDXError(f"{exc} (in the decompressed gzip stream)") from None
+    except (OSError, EOFError, zlib.error) as exc:
+        # gzip raises BadGzipFile (an OSError) for bad headers, EOFError for a
+        # cut-off stream and zlib.error for corrupt deflate data; callers
+        # should only need to catch one thing.
+        raise IDXError(f"{path}: corrupt or truncated gzip stream ({exc})") from exc
+
+
+def _read_payload(stream, path, compressed, file_size, max_bytes):
+    dtype, shape, header_len = _header(stream, path)
     # Python ints, so a corrupt header cannot overflow this product.
     expected = dtype.itemsize * int(np.prod(shape, dtype=object))
-    actual = len(data) - header_len
-    if actual < expected:
-        raise IDXError(
-            f"{path}: truncated payload: shape {shape} needs {expected} bytes, found {actual}"
-        )
-    if actual > expected:
-        raise IDXError(
-            f"{path}: {actual - expected} trailing bytes after the payload of shape {shape}"
-        )
-
-    array = np.frombuffer(data, dtype=dtype, offset=header_len).reshape(shape)
-    # Native byte order and a writable copy: callers should not have to care
-    # that the file was big-endian, nor hit read-only buffer errors.
-    return array.astype(dtype.newbyteorder("="))
+    if expected > max_bytes:
+        raise IDXError(f"{path}: shape {shape} declares {expected} bytes, more than "
+                       f"max_bytes={max_bytes}")
+    room = _GZIP_MAX_RATIO * file_size if compressed else file_size - header_len
+    if expected > room:
+        raise IDXError(f"{path}: truncated payload: shape {shape} needs {expected} bytes, "
+                       f"{'a gzip file of ' if compressed else 'found '}"
+                       f"{file_size if compressed else room} bytes"
+                       f"{' cannot hold them' if compressed else ''}")
+    payload = np.empty(expected, dtype=np.uint8)     # pages are touched only as data arrives
+    view, filled = memoryview(payload), 0
+    while filled < expected:
+        got = stream.readinto(view[filled:filled + _CHUNK])
+        if not got:
+            raise IDXError(f"{path}: truncated payload: shape {shape} needs {expected} "
+                           f"bytes, found {filled}")
+        filled += got
+    trailing = len(stream.read(_CHUNK))
+    if trailing:
+        more = "at least " if trailing == _CHUNK else ""
+        raise IDXError(f"{path}: {more}{trailing} trailing bytes after the payload of shape "
+                       f"{shape}")
+    array = payload.view(dtype).reshape(shape)
+    # Native byte order, in place: callers should not have to care that the file was
+    # big-endian, and the array is the only copy (writable, owned by the caller).
+    if not dtype.isnative:
+        array.byteswap(inplace=True)
+    return array.view(dtype.newbyteorder("="))
 
 
 def write_idx(path, array: np.ndarray) -> None:

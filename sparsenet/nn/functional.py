@@ -54,7 +54,14 @@ class Linear(Function):
     def backward(self, g):
         x2 = self.x.reshape(-1, self.x.shape[-1])            # (batch, in)
         g2 = g.reshape(-1, g.shape[-1])                      # (batch, out)
-        gx = (g2 @ self.weight).reshape(self.x.shape) if self.needs_grad[0] else None
+        gx = None
+        if self.needs_grad[0] and self.x.ndim == 2 and not self.x.flags.c_contiguous and \
+                self.x.flags.f_contiguous:
+            # the input is feature-major (a sparse layer's output): give its gradient the same
+            # layout, which the sparse layer's backward then reads without a transposed copy
+            gx = (self.weight.T @ g2.T).T
+        elif self.needs_grad[0]:
+            gx = (g2 @ self.weight).reshape(self.x.shape)
         gw = g2.T @ x2 if self.needs_grad[1] else None       # (out, in)
         return (gx, gw, g2.sum(axis=0)) if self.has_bias else (gx, gw)
 
@@ -92,7 +99,8 @@ class CrossEntropy(Function):
 
 class Dropout(Function):
     def forward(self, x, p, rng):
-        keep = rng.random(x.shape) >= p
+        # drawn on the host from the library's generator, so a GPU run drops what a CPU run does
+        keep = backend.to_device(rng.random(x.shape) >= p, backend.device_of(x))
         self.scale_mask = keep.astype(x.dtype) / x.dtype.type(1 - p)
         return x * self.scale_mask
 

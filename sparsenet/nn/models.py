@@ -164,6 +164,9 @@ def build_model(spec: str, input_shape=(1, 28, 28), num_classes=10, rng=None, *,
             modules.append(_dense_module(layer, init, rng))
     model = Sequential(*modules)
     model.spec = spec
+    # the input preprocessing sparsenet trains with, so a loaded model says what it expects
+    from ..data.preprocess import Standardize
+    model.preprocess = Standardize()
     return model
 
 

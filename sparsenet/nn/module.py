@@ -89,12 +89,22 @@ class Module:
         return module
 
     def replace_submodule(self, name: str, new: "Module"):
-        """Swap the submodule at dotted `name` for `new` (used to sparsify a dense model)."""
+        """Swap the submodule at dotted `name` for `new` (used to sparsify a dense model).
+
+        The old module's parameters that `new` does not take over are marked `replaced`: an
+        optimizer built before the swap still holds them, and its `step` refuses to go on
+        training parameters that are no longer part of the model.
+        """
         parent_name, _, leaf = name.rpartition(".")
         parent = self.get_submodule(parent_name)
         if leaf not in parent._modules:
             raise KeyError(f"no submodule named {name!r}")
+        old = parent._modules[leaf]
         setattr(parent, leaf, new)
+        kept = {id(p) for p in new.parameters()}
+        for p in old.parameters():
+            if id(p) not in kept:
+                p.replaced = f"layer {name!r}"
 
     # ----- modes -------------------------------------------------------------------------
     def train(self, mode: bool = True):

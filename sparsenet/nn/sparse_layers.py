@@ -8,6 +8,10 @@ and SDDMM (G @ X.T only at the stored positions) for the values: the dense weigh
 The topology changes only through `set_topology(new_weight, new_from_old, optimizer)`, which
 keeps the same Parameter object (the optimizer's reference stays valid) and carries the
 optimizer's state across, so a dropped weight cannot come back through momentum.
+
+`model.to("cuda")` moves values and bias (as Parameters) and uploads the index arrays and the
+transposed index the kernels read (`_moved_to`); a new topology or a loaded state stays on the
+layer's device.
 """
 from __future__ import annotations
 
@@ -220,6 +224,8 @@ class _SparseLayer(Module):
                              f"{new_weight.values.shape}, got {new_from_old.dtype} {new_from_old.shape}")
         if new_from_old.size and (new_from_old.min() < -1 or new_from_old.max() >= old.values.size):
             raise ValueError(f"new_from_old must lie in [-1, {old.values.size})")
+        if new_weight.device != self.values.device:
+            new_weight = new_weight.to(self.values.device)       # on the layer's device
         self._weight = new_weight
         self.values.data = new_weight.values
         self.values.grad = None                              # a gradient of the old shape
@@ -245,10 +251,17 @@ class _SparseLayer(Module):
         elif grad_out is None or x is None:
             raise ValueError("pass both grad_out and x, or neither")
         else:
-            G, X = self._feature_major(np.asarray(grad_out), np.asarray(x))
+            xp = backend.array_module(x)
+            G, X = self._feature_major(xp.asarray(grad_out), xp.asarray(x))
         return dense_grad_topk(self.weight, G, X, k, dropped, chunk_rows)
 
-    # ----- state -------------------------------------------------------------------------
+    # ----- device and state ----------------------------------------------------------------
+    def _moved_to(self, device):
+        """After Module.to moved values and bias: the weight follows them (on a GPU its index
+        arrays and transposed index are uploaded now, not at the first step)."""
+        self._weight = self.weight.to(device)
+        self.growth_arrays = None
+
     def _own_state(self):
         state = OrderedDict(values=self.values.data)
         if self.bias is not None:
@@ -257,7 +270,8 @@ class _SparseLayer(Module):
         return state
 
     def _new_weight(self, state, copy):
-        arrays = dict(self._own_state(), **state)       # entries not given keep their arrays
+        arrays = {name: backend.to_numpy(a)             # entries not given keep their arrays
+                  for name, a in dict(self._own_state(), **state).items()}
         try:
             weight = weight_from_arrays(self.format, arrays, self.weight_shape,
                                         format_options(self._weight), copy=copy)
@@ -278,10 +292,10 @@ class _SparseLayer(Module):
 
     def _load_own_state(self, state, prefix):
         weight, arrays = self._new_weight(state, copy=True)
-        self._weight = weight
-        self.values.data, self.values.grad = weight.values, None
+        self._weight = weight.to(self.values.device)           # stays on the layer's device
+        self.values.data, self.values.grad = self._weight.values, None
         if self.bias is not None:
-            self.bias.data = np.array(arrays["bias"])
+            self.bias.data = backend.to_device(np.array(arrays["bias"]), self.bias.device)
         self.growth_arrays = None
 
     def sparse_config(self) -> dict:

@@ -6,8 +6,14 @@ parameter. A sparse layer's `values` change length when its topology changes; th
 `remap(param, new_from_old)` carries every state array across: a surviving weight keeps its
 momentum, a new weight starts from zero, and a dropped weight's state is gone, so nothing can
 bring it back to life.
+
+On a GPU each step of a parameter is one fused kernel (`kernels.gpu.sgd_update` /
+`adam_update`, the same arithmetic as the array expressions below, which the CPU runs).
 """
 from __future__ import annotations
+
+import math
+import numbers
 
 import numpy as np
 
@@ -45,6 +51,11 @@ class Optimizer:
 
     @staticmethod
     def _check(group):
+        for key in ("lr", "weight_decay", "momentum", "eps"):
+            value = group.get(key, 0.0)
+            if isinstance(value, bool) or not isinstance(value, numbers.Real) \
+                    or not math.isfinite(value):
+                raise ValueError(f"{key} must be a finite number, got {value!r}")
         if not group["lr"] >= 0:
             raise ValueError(f"lr must be >= 0, got {group['lr']}")
         if group.get("weight_decay", 0) < 0:
@@ -164,6 +175,7 @@ class Optimizer:
         self.state = new_state
 
     def step(self):
+        self._check_not_replaced()
         with no_grad():
             for group in self.param_groups:
                 for p in group["params"]:
@@ -175,6 +187,20 @@ class Optimizer:
 
     def _update(self, p, grad, group):
         raise NotImplementedError
+
+    def _check_not_replaced(self):
+        """A parameter whose layer was swapped out (sparsify, a method's setup) after this
+        optimizer was built gets no gradient any more: stepping on would silently train only
+        the layers that were not replaced, so refuse instead."""
+        for group in self.param_groups:
+            for p in group["params"]:
+                where = getattr(p, "replaced", None)
+                if where:
+                    raise RuntimeError(
+                        f"this optimizer holds a parameter of {where} (shape {p.shape}) that "
+                        "was replaced after the optimizer was built (sparsify or a method's "
+                        "setup swapped the layer): build the optimizer from model.parameters() "
+                        "after method.setup / sparsify, as sparsenet.train does")
 
 
 class SGD(Optimizer):

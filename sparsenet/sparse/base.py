@@ -11,6 +11,11 @@ Two levels of "thing stored":
   `unit_groups`, `update`) is unit-level, so pruning and growth algorithms never branch on format.
 
 Products run in kernels picked by `kernels_for(*arrays)` (NumPy/Numba on the CPU, CuPy on a GPU).
+
+On a GPU (`weight.to("cuda")`, or a layer moved with `model.to("cuda")`) the values live on the
+device and the kernels read device copies of the index arrays, uploaded once per topology. The
+index arrays themselves stay on the host: they are what the topology interface (`coords`,
+`update`, ...) computes with, in O(nnz) steps that run every few hundred training steps.
 """
 from __future__ import annotations
 
@@ -218,6 +223,12 @@ class SparseMatrix(ABC):
     def nbytes(self) -> int:
         return int(self.values.nbytes + sum(a.nbytes for a in self._index_arrays()))
 
+    @property
+    def cache_nbytes(self) -> int:
+        """Bytes of the caches built on use (the transposed index of the backward pass): part
+        of `nbytes`, not of the state a file holds."""
+        return int(sum(a.nbytes for a in (getattr(self, "_transposed", None) or ())))
+
     def __repr__(self):
         return (f"{type(self).__name__}(shape={self.shape}, nnz={self.nnz}, "
                 f"density={self.density:.4f}, dtype={self.dtype})")
@@ -248,6 +259,7 @@ class SparseMatrix(ABC):
         check_values(values, self.values.size)
         if values.dtype != self.dtype:
             raise TypeError(f"values has dtype {values.dtype}, expected {self.dtype}")
+        self._device_copies()                    # created before the copy, so it is shared
         clone = object.__new__(type(self))
         clone.__dict__.update(self.__dict__)
         clone.values = values
@@ -260,6 +272,50 @@ class SparseMatrix(ABC):
         if values.dtype != self.dtype:
             raise TypeError(f"values has dtype {values.dtype}, expected {self.dtype}")
         return values
+
+    # ----- where the arrays live -------------------------------------------------------
+    @property
+    def device(self) -> str:
+        """"cpu" or "cuda": where `values` are (the kernels' index arrays follow them)."""
+        return backend.device_of(self.values)
+
+    def to(self, device) -> "SparseMatrix":
+        """The same weight with its values on `device` ("cpu" or "cuda"); on "cuda" the
+        index arrays the kernels read (and a transposed index) are uploaded now."""
+        moved = self.with_values(backend.to_device(self.values, device))
+        if device == "cuda":
+            moved.upload()
+        else:
+            self._device_copies().clear()            # frees the GPU copies
+        return moved
+
+    def upload(self):
+        """Put the kernels' index arrays on the GPU now rather than at the first product."""
+        self.kernel_index("cuda")
+
+    @abstractmethod
+    def _kernel_arrays(self) -> tuple:
+        """The (host) index arrays the product kernels read."""
+
+    def kernel_index(self, device="cpu") -> tuple:
+        """`_kernel_arrays()` on `device`: the arrays themselves on the CPU; on a GPU, copies
+        made once (a topology never changes) and shared by every `with_values` clone."""
+        if device == "cpu":
+            return self._kernel_arrays()
+        copies = self._device_copies()
+        if "index" not in copies:
+            copies["index"] = tuple(backend.to_device(a, device) for a in self._kernel_arrays())
+        return copies["index"]
+
+    def _device_copies(self) -> dict:
+        """GPU copies of index arrays, by name (kept in the instance dict, shared by clones)."""
+        if "_on_device" not in self.__dict__:
+            self.__dict__["_on_device"] = {}
+        return self.__dict__["_on_device"]
+
+    def _same_device(self, values):
+        """New values (from `update`, computed on the host) placed where this weight's are."""
+        return backend.to_device(values, self.device)
 
     # ----- construction and conversion ---------------------------------------------------
     @classmethod
@@ -380,6 +436,13 @@ class RowGroups:
     `constant_fan_in`, each row is a group and every non-empty row holds the same number K of
     weights (a row of 0 is an ablated neuron: no input, no output); without it, the whole
     matrix is one group. Listed before SparseMatrix among the bases."""
+
+    @staticmethod
+    def check_flag(constant_fan_in) -> bool:
+        """constant_fan_in must be a boolean: 'no' or 0.5 would be true and silently apply."""
+        if not isinstance(constant_fan_in, (bool, np.bool_)):
+            raise ValueError(f"constant_fan_in must be True or False, got {constant_fan_in!r}")
+        return bool(constant_fan_in)
 
     @staticmethod
     def check_fan_in(row_len, context):

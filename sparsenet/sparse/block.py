@@ -74,7 +74,11 @@ class Block(SparseMatrix):
         return self.values.reshape(-1, bs, bs)
 
     def _index_arrays(self):
-        return [self.indptr, self.indices, *(self._transposed or ())]
+        transposed = self._transposed or self._device_copies().get("transposed", ())
+        return [self.indptr, self.indices, *transposed]
+
+    def _kernel_arrays(self):
+        return self.indptr, self.indices
 
     def unit_coords(self):
         block_rows = np.repeat(np.arange(self.unit_grid[0], dtype=np.int64), np.diff(self.indptr))
@@ -164,13 +168,24 @@ class Block(SparseMatrix):
         return super().from_scipy(matrix, block_size=block_size)
 
     # ----- products ----------------------------------------------------------------------
-    def transposed_index(self):
-        """(colptr, rowind, perm) over the block grid: BSC block j is blocks[perm[j]]. Built once."""
-        if self._transposed is None:
-            k = kernels_for(self.indptr)
-            self._transposed = tuple(owned(a) for a in
-                                     k.bsr_to_bsc(self.indptr, self.indices, self.unit_grid[1]))
-        return self._transposed
+    def transposed_index(self, device="cpu"):
+        """(colptr, rowind, perm) over the block grid: BSC block j is blocks[perm[j]]. Built
+        once per device, by that device's kernel (read-only on the host: see `owned`)."""
+        if device == "cpu":
+            if self._transposed is None:
+                k = kernels_for(self.indptr)
+                self._transposed = tuple(owned(a) for a in
+                                         k.bsr_to_bsc(self.indptr, self.indices,
+                                                      self.unit_grid[1]))
+            return self._transposed
+        copies = self._device_copies()
+        if "transposed" not in copies:
+            indptr, indices = self.kernel_index(device)
+            copies["transposed"] = kernels_for(indptr).bsr_to_bsc(indptr, indices, self.unit_grid[1])
+        return copies["transposed"]
+
+    def upload(self):
+        self.transposed_index("cuda")
 
     def _blocks_of(self, values):
         bs = self.block_size
@@ -181,7 +196,8 @@ class Block(SparseMatrix):
         X = check_operand(X, self.shape[1], blocks.dtype, "X")              # (n_cols, k)
         shape = (self.shape[0], X.shape[1])
         out = output(out, shape, blocks.dtype, like=X)
-        trusted_kernels(blocks, X).bsr_spmm(self.indptr, self.indices, blocks, X, out)
+        trusted_kernels(blocks, X).bsr_spmm(*self.kernel_index(backend.device_of(X)), blocks, X,
+                                            out)
         return apply_epilogue(out, bias, relu)                              # (n_rows, k)
 
     def spmm_t(self, G, values=None, out=None):
@@ -189,7 +205,7 @@ class Block(SparseMatrix):
         G = check_operand(G, self.shape[0], blocks.dtype, "G")              # (n_rows, k)
         shape = (self.shape[1], G.shape[1])
         out = output(out, shape, blocks.dtype, like=G)
-        colptr, rowind, perm = self.transposed_index()
+        colptr, rowind, perm = self.transposed_index(backend.device_of(G))
         trusted_kernels(blocks, G).bsr_spmm_t(colptr, rowind, perm, blocks, G, out)
         return out                                                          # (n_cols, k)
 
@@ -200,7 +216,8 @@ class Block(SparseMatrix):
             raise ValueError(f"A and B must have the same k, got {A.shape} and {B.shape}")
         out = output(out, (self.nnz,), self.dtype, like=A)
         bs = self.block_size
-        trusted_kernels(A, B).bsr_sddmm(self.indptr, self.indices, A, B, out.reshape(-1, bs, bs))
+        trusted_kernels(A, B).bsr_sddmm(*self.kernel_index(backend.device_of(A)), A, B,
+                                        out.reshape(-1, bs, bs))
         return out                                                          # (nnzb * bs * bs,)
 
     # ----- topology ----------------------------------------------------------------------
@@ -222,5 +239,6 @@ class Block(SparseMatrix):
                                              unit_size=bs * bs)
         counts = np.bincount(new_keys // n_block_cols, minlength=n_block_rows)
         indptr = np.concatenate([[0], np.cumsum(counts)])
-        new = Block(indptr, (new_keys % n_block_cols).astype(np.int32), values, self.shape, bs)
+        new = Block(indptr, (new_keys % n_block_cols).astype(np.int32), self._same_device(values),
+                    self.shape, bs)
         return new, new_from_old

@@ -109,17 +109,19 @@ def _chosen_layers(model, layers, keep_dense):
 
 
 def sparsify(model, sparsity=None, format="csr", layers=None, density_per_layer=None,
-             keep_dense=(), from_dense=False, rng=None, **format_options):
+             keep_dense=(), from_dense=True, rng=None, **format_options):
     """Replace Linear and Conv2d layers by SparseLinear and SparseConv2d, in place; returns model.
 
     sparsity: for every chosen layer (default 0.9; NM takes n/m); density_per_layer
     {name: density} overrides it per layer (how ERK sets its densities). layers: names to
     sparsify (default all); keep_dense: names (or 'first', 'last') to leave dense.
-    from_dense=True keeps the largest-magnitude weights of the dense layer; otherwise the
-    pattern is uniformly random and the kept weights keep their dense initial values.
+    from_dense=True (the default) keeps the largest-magnitude weights of each layer, as
+    `CSR.from_dense` does: what a trained model wants. from_dense=False draws a uniformly random
+    pattern instead (the kept weights keep their values): what sparse training from scratch
+    wants, and what the dynamic sparse methods ask for on their freshly initialized models.
     format_options: block_size (block), n and m (nm), constant_fan_in (csr, masked).
     """
-    from .. import random
+    from .. import backend, random
     from ..nn.layers import Linear
     from ..nn.module import Module
     from ..nn.sparse_layers import SparseConv2d, SparseLinear, resolve_density
@@ -144,7 +146,8 @@ def sparsify(model, sparsity=None, format="csr", layers=None, density_per_layer=
         dense = modules[name]
         density = resolve_density(format, sparsity if name not in densities else None,
                                   densities.get(name), n, m)
-        matrix = dense.weight.data.reshape(dense.weight.shape[0], -1)      # (out, in * kh * kw)
+        device = backend.device_of(dense.weight.data)     # the pattern is chosen on the host
+        matrix = backend.to_numpy(dense.weight.data).reshape(dense.weight.shape[0], -1)
         if from_dense:
             weight = FORMATS[format].from_dense(matrix, density=density, **format_options)
         else:
@@ -163,7 +166,9 @@ def sparsify(model, sparsity=None, format="csr", layers=None, density_per_layer=
                                   dense.stride, dense.padding, weight=weight,
                                   bias=dense.bias is not None)
         if dense.bias is not None:
-            sparse.bias.data = dense.bias.data.copy()
+            sparse.bias.data = backend.to_numpy(dense.bias.data).copy()
+        if device != "cpu":
+            sparse.to(device)
         if name == "":
             return sparse                    # the model itself was one layer
         model.replace_submodule(name, sparse)

@@ -57,6 +57,7 @@ def choose_elements(array, density=None, mask=None, constant_fan_in=False):
     the same ones): the largest |.| at `density` (per row with constant fan-in), the True
     entries of `mask`, or else the nonzeros."""
     check_dense(array)
+    RowGroups.check_flag(constant_fan_in)
     if density is not None and mask is not None:
         raise ValueError("give density or mask, not both")
     if mask is not None:
@@ -72,6 +73,7 @@ class CSR(RowGroups, SparseMatrix):
     format = "csr"
 
     def __init__(self, indptr, indices, values, shape, constant_fan_in=False):
+        constant_fan_in = self.check_flag(constant_fan_in)
         n_rows, n_cols = check_shape(shape)
         # checked on private copies, which stay read-only (see `owned`)
         indptr, indices, row_len = check_compressed(owned(check_index_array(indptr, "indptr")),
@@ -95,7 +97,11 @@ class CSR(RowGroups, SparseMatrix):
     n_units = nnz
 
     def _index_arrays(self):
-        return [self.indptr, self.indices, *(self._transposed or ())]
+        transposed = self._transposed or self._device_copies().get("transposed", ())
+        return [self.indptr, self.indices, *transposed]
+
+    def _kernel_arrays(self):
+        return self.indptr, self.indices
 
     def row_lengths(self):
         return np.diff(self.indptr)
@@ -143,20 +149,31 @@ class CSR(RowGroups, SparseMatrix):
                    constant_fan_in)
 
     # ----- products ----------------------------------------------------------------------
-    def transposed_index(self):
-        """(colptr, rowind, perm): CSC position j holds values[perm[j]]. Built once."""
-        if self._transposed is None:
-            k = kernels_for(self.indptr)
-            self._transposed = tuple(owned(a) for a in
-                                     k.csr_to_csc(self.indptr, self.indices, self.shape[1]))
-        return self._transposed
+    def transposed_index(self, device="cpu"):
+        """(colptr, rowind, perm): CSC position j holds values[perm[j]]. Built once per
+        device, by that device's kernel (read-only on the host: see `owned`)."""
+        if device == "cpu":
+            if self._transposed is None:
+                k = kernels_for(self.indptr)
+                self._transposed = tuple(owned(a) for a in
+                                         k.csr_to_csc(self.indptr, self.indices, self.shape[1]))
+            return self._transposed
+        copies = self._device_copies()
+        if "transposed" not in copies:
+            indptr, indices = self.kernel_index(device)
+            copies["transposed"] = kernels_for(indptr).csr_to_csc(indptr, indices, self.shape[1])
+        return copies["transposed"]
+
+    def upload(self):
+        self.transposed_index("cuda")
 
     def spmm(self, X, values=None, out=None, bias=None, relu=False):
         values = self._values_or_own(values)
         X = check_operand(X, self.shape[1], values.dtype, "X")              # (n_cols, k)
         shape = (self.shape[0], X.shape[1])
         out = output(out, shape, values.dtype, like=X)
-        trusted_kernels(values, X).csr_spmm(self.indptr, self.indices, values, X, out, bias, relu)
+        trusted_kernels(values, X).csr_spmm(*self.kernel_index(backend.device_of(X)), values, X,
+                                            out, bias, relu)
         return out                                                          # (n_rows, k)
 
     def spmm_t(self, G, values=None, out=None):
@@ -164,7 +181,7 @@ class CSR(RowGroups, SparseMatrix):
         G = check_operand(G, self.shape[0], values.dtype, "G")              # (n_rows, k)
         shape = (self.shape[1], G.shape[1])
         out = output(out, shape, values.dtype, like=G)
-        colptr, rowind, perm = self.transposed_index()
+        colptr, rowind, perm = self.transposed_index(backend.device_of(G))
         trusted_kernels(values, G).csr_spmm_t(colptr, rowind, perm, values, G, out)
         return out                                                          # (n_cols, k)
 
@@ -174,7 +191,7 @@ class CSR(RowGroups, SparseMatrix):
         if A.shape[1] != B.shape[1]:
             raise ValueError(f"A and B must have the same k, got {A.shape} and {B.shape}")
         out = output(out, (self.nnz,), self.dtype, like=A)
-        trusted_kernels(A, B).csr_sddmm(self.indptr, self.indices, A, B, out)
+        trusted_kernels(A, B).csr_sddmm(*self.kernel_index(backend.device_of(A)), A, B, out)
         return out                                                          # (nnz,)
 
     def spmm_t_sddmm(self, G, X, values=None):
@@ -185,7 +202,7 @@ class CSR(RowGroups, SparseMatrix):
             raise ValueError(f"G and X must have the same k, got {G.shape} and {X.shape}")
         gx = output(None, (self.shape[1], G.shape[1]), values.dtype, like=G)
         gv = output(None, (self.nnz,), values.dtype, like=G)
-        colptr, rowind, perm = self.transposed_index()
+        colptr, rowind, perm = self.transposed_index(backend.device_of(G))
         trusted_kernels(values, G).csr_spmm_t_sddmm(colptr, rowind, perm, values, G, X, gx, gv)
         return gx, gv                                           # (n_cols, k), (nnz,)
 
@@ -204,6 +221,6 @@ class CSR(RowGroups, SparseMatrix):
             self.check_fan_in(counts, "update")
         values, new_from_old = gather_values(backend.to_numpy(self.values), source, grow_values)
         indptr = np.concatenate([[0], np.cumsum(counts)])
-        new = CSR(indptr, (new_keys % n_cols).astype(np.int32), values, self.shape,
-                  self.constant_fan_in)
+        new = CSR(indptr, (new_keys % n_cols).astype(np.int32), self._same_device(values),
+                  self.shape, self.constant_fan_in)
         return new, new_from_old

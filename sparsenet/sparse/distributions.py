@@ -1,8 +1,11 @@
 """How a global density is shared among layers: uniform, Erdős–Rényi (ER) and ERK.
 
 Mocanu et al. 2018 (SET) give each layer a density proportional to (n_in + n_out) / (n_in·n_out)
-(Erdős–Rényi); Evci et al. 2020 (RigL, Section 3) extend it to convolutions with the kernel
-dimensions (ERK):
+(Erdős–Rényi); for a convolution n_in and n_out are its input and output channels, the kernel
+left out, as in RigL's reference code (rigl/sparse_utils.py, `get_sparsities_erdos_renyi`:
+`n_in, n_out = shape[-2:]` of a kh x kw x in x out kernel). `er_fans` is that one convention,
+used here and by SET's ε densities (set.py). Evci et al. 2020 (RigL, Section 3) extend it to
+convolutions with the kernel dimensions (ERK):
 
     density_l = eps · (n_in + n_out + k_h + k_w) / (n_in · n_out · k_h · k_w)      (ERK)
 
@@ -19,17 +22,23 @@ import numpy as np
 KINDS = ("uniform", "er", "erk")
 
 
+def er_fans(shape) -> tuple:
+    """(n_in, n_out) of Erdős–Rényi for a weight of shape (out, in) or (out, in, kh, kw): the
+    input and output features or channels, the kernel left out (see the module docstring)."""
+    return int(shape[1]), int(shape[0])
+
+
 def er_density(shape, epsilon) -> float:
-    """SET's Erdős–Rényi density of a (n_out, n_in, ...) weight, ε (n_in + n_out) / (n_in ·
-    n_out), capped at 1 (Mocanu et al. 2018). A convolution's n_in counts its kernel too
-    (in_channels · kh · kw): its inputs per output, as for the fan-in."""
-    n_out, n_in = shape[0], int(np.prod(shape[1:]))
+    """SET's Erdős–Rényi density ε (n_in + n_out) / (n_in · n_out) of a weight of shape (out, in)
+    or (out, in, kh, kw), capped at 1 (Mocanu et al. 2018); a convolution's n_in and n_out are
+    its channels, as for `distribution="er"` (`er_fans`: one convention for both)."""
+    n_in, n_out = er_fans(shape)
     return min(1.0, epsilon * (n_in + n_out) / (n_in * n_out))
 
 
 def _raw_score(shape, kind, power_scale):
     """The unnormalized density of a weight of `shape`: (out, in) or (out, in, kh, kw)."""
-    n_out, n_in = shape[0], shape[1]
+    n_in, n_out = er_fans(shape)
     kernel = list(shape[2:])
     if kind == "er":
         score = (n_in + n_out) / (n_in * n_out)

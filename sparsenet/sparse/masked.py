@@ -24,6 +24,7 @@ class Masked(RowGroups, SparseMatrix):
     format = "masked"
 
     def __init__(self, values, mask, constant_fan_in=False):
+        constant_fan_in = self.check_flag(constant_fan_in)
         if not isinstance(mask, np.ndarray):
             raise TypeError(f"mask must be a boolean NumPy array, got {type(mask).__name__}")
         shape = check_shape(mask.shape, "mask.shape")
@@ -49,6 +50,9 @@ class Masked(RowGroups, SparseMatrix):
 
     def _index_arrays(self):
         return [self._mask]
+
+    def _kernel_arrays(self):
+        return (self._mask,)
 
     def mask(self):
         return self._mask.copy()
@@ -88,8 +92,9 @@ class Masked(RowGroups, SparseMatrix):
 
     # ----- products: dense, with the mask applied ----------------------------------------------
     def _weight(self, values):
-        xp = backend.array_module(self.values)
-        return self._values_or_own(values).reshape(self.shape) * xp.asarray(self._mask)
+        values = self._values_or_own(values)
+        mask, = self.kernel_index(backend.device_of(values))       # uploaded once on a GPU
+        return values.reshape(self.shape) * mask
 
     def spmm(self, X, values=None, out=None, bias=None, relu=False):
         W = self._weight(values)                                            # (n_rows, n_cols)
@@ -113,8 +118,8 @@ class Masked(RowGroups, SparseMatrix):
         B = check_operand(B, self.shape[1], self.dtype, "B")                # (n_cols, k)
         if A.shape[1] != B.shape[1]:
             raise ValueError(f"A and B must have the same k, got {A.shape} and {B.shape}")
-        xp = backend.array_module(A)
-        dense = (A @ B.T) * xp.asarray(self._mask)                          # (n_rows, n_cols)
+        mask, = self.kernel_index(backend.device_of(A))
+        dense = (A @ B.T) * mask                                            # (n_rows, n_cols)
         if out is None:
             return dense.ravel()
         check_out(out, (self.values.size,), self.dtype)[...] = dense.ravel()
@@ -149,4 +154,4 @@ class Masked(RowGroups, SparseMatrix):
         new_from_old = np.arange(values.size, dtype=np.int64)
         new_from_old[stored[drop]] = -1
         new_from_old[grow_at] = -1
-        return Masked(values, mask, self.constant_fan_in), new_from_old
+        return Masked(self._same_device(values), mask, self.constant_fan_in), new_from_old

@@ -71,6 +71,9 @@ class NM(SparseMatrix):
     def _index_arrays(self):
         return [self.idx]
 
+    def _kernel_arrays(self):
+        return (self.idx,)
+
     def coords(self):
         n_rows, n_groups, n = self.idx.shape
         rows = np.repeat(np.arange(n_rows, dtype=np.int64), n_groups * n)
@@ -137,15 +140,17 @@ class NM(SparseMatrix):
         X = check_operand(X, self.shape[1], values.dtype, "X")              # (n_cols, k)
         shape = (self.shape[0], X.shape[1])
         out = output(out, shape, values.dtype, like=X)
-        trusted_kernels(values, X).nm_spmm(values, self.idx, self.m, X, out)
-        return apply_epilogue(out, bias, relu)                                                          # (n_rows, k)
+        idx, = self.kernel_index(backend.device_of(X))
+        trusted_kernels(values, X).nm_spmm(values, idx, self.m, X, out)
+        return apply_epilogue(out, bias, relu)                              # (n_rows, k)
 
     def spmm_t(self, G, values=None, out=None):
         values = self._values_or_own(values).reshape(self.idx.shape)
         G = check_operand(G, self.shape[0], values.dtype, "G")              # (n_rows, k)
         shape = (self.shape[1], G.shape[1])
         out = output(out, shape, values.dtype, like=G)
-        trusted_kernels(values, G).nm_spmm_t(values, self.idx, self.m, G, out)
+        idx, = self.kernel_index(backend.device_of(G))
+        trusted_kernels(values, G).nm_spmm_t(values, idx, self.m, G, out)
         return out                                                          # (n_cols, k)
 
     def sddmm(self, A, B, out=None):
@@ -154,7 +159,8 @@ class NM(SparseMatrix):
         if A.shape[1] != B.shape[1]:
             raise ValueError(f"A and B must have the same k, got {A.shape} and {B.shape}")
         out = output(out, (self.nnz,), self.dtype, like=A)
-        trusted_kernels(A, B).nm_sddmm(self.idx, self.m, A, B, out.reshape(self.idx.shape))
+        idx, = self.kernel_index(backend.device_of(A))
+        trusted_kernels(A, B).nm_sddmm(idx, self.m, A, B, out.reshape(self.idx.shape))
         return out                                                          # (nnz,)
 
     # ----- topology ----------------------------------------------------------------------
@@ -180,4 +186,4 @@ class NM(SparseMatrix):
                                  "within each group")
         values, new_from_old = gather_values(backend.to_numpy(self.values), source, grow_values)
         idx = (new_keys % self.m).reshape(self.idx.shape).astype(np.uint8)
-        return NM(values, idx, self.m), new_from_old
+        return NM(self._same_device(values), idx, self.m), new_from_old

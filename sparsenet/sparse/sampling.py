@@ -22,19 +22,38 @@ import numpy as np
 DENSE_FRACTION = 0.25       # above this share of allowed positions, permute the range instead
 
 
+def sorted_unique(*arrays) -> np.ndarray:
+    """The distinct values of the arrays, sorted: a sort and a comparison with the neighbour
+    (faster here than np.unique's hash table on tens of millions of int64)."""
+    values = np.sort(np.concatenate(arrays)) if len(arrays) > 1 else np.sort(arrays[0])
+    if values.size < 2:
+        return values
+    keep = np.empty(values.size, dtype=bool)
+    keep[0] = True
+    np.not_equal(values[1:], values[:-1], out=keep[1:])
+    return values[keep]
+
+
+def keep_random_subset(keys, count, rng) -> np.ndarray:
+    """A uniformly random `count` of the sorted `keys`, still sorted (drops the rest)."""
+    if keys.size <= count:
+        return keys
+    keep = np.ones(keys.size, dtype=bool)
+    keep[rng.choice(keys.size, size=keys.size - count, replace=False)] = False
+    return keys[keep]
+
+
 def distinct_keys(pop: int, count: int, rng) -> np.ndarray:
     """`count` distinct integers from [0, pop), uniformly at random, sorted (int64)."""
     if not 0 <= count <= pop:
         raise ValueError(f"cannot choose {count} distinct positions among {pop}")
     if count > DENSE_FRACTION * pop:
         return np.sort(rng.permutation(pop)[:count]).astype(np.int64)
-    keys = np.unique(rng.integers(0, pop, size=count + count // 8 + 16, dtype=np.int64))
+    keys = sorted_unique(rng.integers(0, pop, size=count + count // 8 + 16, dtype=np.int64))
     while keys.size < count:
-        keys = np.union1d(keys, rng.integers(0, pop, size=2 * (count - keys.size) + 16,
-                                             dtype=np.int64))
-    if keys.size > count:
-        keys = np.sort(rng.choice(keys, size=count, replace=False))
-    return keys
+        keys = sorted_unique(keys, rng.integers(0, pop, size=2 * (count - keys.size) + 16,
+                                                dtype=np.int64))
+    return keep_random_subset(keys, count, rng)
 
 
 def distinct_per_row(n_rows: int, width: int, count: int, rng) -> np.ndarray:
@@ -76,17 +95,17 @@ def empty_keys(taken: np.ndarray, pop: int, count: int, rng) -> np.ndarray:
         raise ValueError(f"asked to grow {count} units but only {free} places are empty")
     if free <= pop / 2 and taken.size:          # mostly full: list the empty keys (<= 2 x nnz)
         empty = np.setdiff1d(np.arange(pop, dtype=np.int64), taken, assume_unique=True)
-        return np.sort(rng.choice(empty, size=count, replace=False))
+        return keep_random_subset(empty, count, rng)
     chosen = np.zeros(0, dtype=np.int64)
     while chosen.size < count:
-        draw = rng.integers(0, pop, size=2 * (count - chosen.size) + 16, dtype=np.int64)
+        # sorted, the lookups walk `taken` in order (random lookups into 13 million keys
+        # were the slowest part of an update)
+        draw = np.sort(rng.integers(0, pop, size=2 * (count - chosen.size) + 16, dtype=np.int64))
         at = np.searchsorted(taken, draw)
         hit = at < taken.size
         hit[hit] = taken[at[hit]] == draw[hit]
-        chosen = np.union1d(chosen, draw[~hit])
-    if chosen.size > count:
-        chosen = np.sort(rng.choice(chosen, size=count, replace=False))
-    return chosen
+        chosen = sorted_unique(chosen, draw[~hit])
+    return keep_random_subset(chosen, count, rng)
 
 
 def empty_keys_per_group(taken: np.ndarray, group_width: int, counts: np.ndarray,
@@ -107,11 +126,11 @@ def empty_keys_per_group(taken: np.ndarray, group_width: int, counts: np.ndarray
     chosen = np.zeros(0, dtype=np.int64)
     need = counts.copy()
     while groups.size:
-        draw = groups * group_width + rng.integers(0, group_width, size=groups.size)
+        draw = np.sort(groups * group_width + rng.integers(0, group_width, size=groups.size))
         at = np.searchsorted(taken, draw)
         hit = at < taken.size
         hit[hit] = taken[at[hit]] == draw[hit]
-        fresh = np.setdiff1d(np.unique(draw[~hit]), chosen, assume_unique=True)
+        fresh = np.setdiff1d(sorted_unique(draw[~hit]), chosen, assume_unique=True)
         # keep at most need[g] of each group's fresh draws (a uniform choice among them)
         fresh = fresh[rng.permutation(fresh.size)]
         fresh_groups = fresh // group_width
@@ -119,7 +138,7 @@ def empty_keys_per_group(taken: np.ndarray, group_width: int, counts: np.ndarray
         fresh, fresh_groups = fresh[order], fresh_groups[order]
         rank = np.arange(fresh.size) - np.searchsorted(fresh_groups, fresh_groups)
         keep = rank < need[fresh_groups]
-        chosen = np.union1d(chosen, fresh[keep])
+        chosen = sorted_unique(chosen, fresh[keep])
         need -= np.bincount(fresh_groups[keep], minlength=counts.size)
         groups = np.repeat(np.arange(counts.size, dtype=np.int64), need)
     return chosen

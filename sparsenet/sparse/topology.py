@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from .. import backend
 from .base import check_index_array, check_shape, units_for_density
 from .sampling import distinct_keys, distinct_per_row, empty_keys, empty_keys_per_group
 
@@ -245,21 +246,24 @@ def dense_grad_topk(weight, G, X, k, dropped=None, chunk_rows=256):
     """RigL's growth rule: the empty units where |dL/dW| = |G @ X.T| is largest (per block:
     its L2 norm), G (n_rows, batch) and X (n_cols, batch) feature-major, never forming the
     whole dense gradient. CSR with a single k runs the kernel; the rest share one chunked path
-    with the same tie rule, so CSR and Masked choose the same positions."""
+    with the same tie rule, so CSR and Masked choose the same positions. On a GPU the products
+    run there; the chosen units come back to the host, where the topology is edited."""
     from .base import kernels_for
     if weight.format == "csr" and isinstance(check_grow_counts(weight, k), int):
         rows, cols = occupied_units(weight, dropped)
         indptr = np.concatenate([[0], np.cumsum(np.bincount(rows, minlength=weight.shape[0]))])
         k = check_grow_counts(weight, k)
-        out = kernels_for(G, X).dense_grad_topk(G, X, indptr.astype(np.int64),
-                                                cols.astype(np.int32), k, chunk_rows)
+        xp = backend.array_module(G)                     # the pattern goes where G and X are
+        out = kernels_for(G, X).dense_grad_topk(G, X, xp.asarray(indptr.astype(np.int64)),
+                                                xp.asarray(cols.astype(np.int32)), k, chunk_rows)
+        out = tuple(backend.to_numpy(a) for a in out)
         if out[0].size != k:
             raise ValueError(f"asked to grow {k} units but only {out[0].size} positions are empty")
         return out
     bs = weight.block_size if weight.format == "block" else 1
 
     def score_rows(r0, r1):
-        dense = np.abs(G[r0 * bs:r1 * bs] @ X.T)                   # (rows of the chunk, n_cols)
+        dense = backend.to_numpy(abs(G[r0 * bs:r1 * bs] @ X.T))   # (rows of the chunk, n_cols)
         if bs == 1:
             return dense
         tiles = dense.reshape(r1 - r0, bs, -1, bs)
