@@ -195,8 +195,10 @@ print(f"signal scale of this network (base.signal_scale): {set_method.signal_sca
 # - Build the wide network with `init_fan_in="dense"` and train it with `max_steps=40`
 #   (section 5): the loss stays near ln 10 = 2.30 and the accuracy near 10 %, where the stored
 #   fan-in learns.
-# - Repeat the two lines above with `"mlp:784-1000-1000-10"`: a denser network, so the dense
-#   fan-in shrinks the logits far less, and `auto` may keep the dense fan-in.
+# - `small = get_method("set", epsilon=20)`, then
+#   `small.build_options(weight_shapes(architecture("mlp:784-1000-1000-10")))` and print
+#   `small.signal_scale, small.sparse_init_used`: a denser network, whose signal scale (about
+#   0.04) stays above 10⁻³, so `auto` keeps the dense fan-in there (`False`).
 
 # %% [markdown]
 # ## 5. Train it
