@@ -128,7 +128,7 @@ print(f"ε = 20 keeps {kept / dense_weights:.1%} of LeNet-300-100's weights "
 # %%
 sn.manual_seed(0)
 method = SET(sparsity=0.9, delta_t=DELTA_T)               # ζ = 0.3, cosine decay, T_end = 75 %
-model = build_model("lenet300", sparsity=0.9)             # sparse from the start: ERK, CSR
+model = build_model("lenet300", **method.build_options(shapes))   # as `run` builds it
 print(model)
 loader = BatchLoader(x_train, y_train, batch_size=128, shuffle=True, seed=0)
 total_steps = EPOCHS * len(loader)                         # the whole run's, for the schedule
@@ -305,7 +305,7 @@ def train(method, seed=0):
     """Train a LeNet-300-100 built sparse for `method`; returns (model, history, flops)."""
     config = TrainConfig(model="lenet300", epochs=EPOCHS, seed=seed, progress=False)
     sn.manual_seed(seed)
-    model = build_model("lenet300", sparsity=method.sparsity)
+    model = build_model("lenet300", **method.build_options(weight_shapes(architecture("lenet300"))))
     history, flops, _ = train_phase(model, method, config, data, epochs_for(config), log=None)
     return model, history, flops
 

@@ -61,6 +61,7 @@ from sparsenet.algorithms.rigl import RigL  # noqa: E402
 from sparsenet.data import BatchLoader  # noqa: E402
 from sparsenet.nn import build_model  # noqa: E402
 from sparsenet.nn.functional import cross_entropy  # noqa: E402
+from sparsenet.nn.models import architecture, weight_shapes  # noqa: E402
 from sparsenet.sparse.topology import random_empty_units  # noqa: E402
 from sparsenet.train import (TrainConfig, epochs_for, fast_mode, load_arrays, run,  # noqa: E402
                              train_phase)
@@ -78,7 +79,8 @@ def train(method, seed=0):
     """Train a LeNet-300-100 built sparse for `method`; returns (model, history, flops)."""
     config = TrainConfig(model="lenet300", epochs=EPOCHS, seed=seed, progress=False)
     sn.manual_seed(seed)
-    model = build_model("lenet300", sparsity=method.sparsity)
+    shapes = weight_shapes(architecture("lenet300"))      # {layer: (out, in)}, nothing built
+    model = build_model("lenet300", **method.build_options(shapes))   # as `run` builds it
     history, flops, _ = train_phase(model, method, config, data, epochs_for(config), log=None)
     return model, history, flops
 
@@ -150,7 +152,8 @@ layer.keep_for_growth = False
 # %%
 sn.manual_seed(0)
 method = RigL(sparsity=0.9, delta_t=DELTA_T)              # α = 0.3, cosine decay, T_end = 75 %
-model = build_model("lenet300", sparsity=0.9)             # sparse from the start: ERK, CSR
+shapes = weight_shapes(architecture("lenet300"))          # {layer: (out, in)}, nothing built
+model = build_model("lenet300", **method.build_options(shapes))   # as `run` builds it
 loader = BatchLoader(x_train, y_train, batch_size=128, shuffle=True, seed=0)
 total_steps = EPOCHS * len(loader)                         # the whole run's, for the schedule
 
