@@ -102,7 +102,7 @@ def notebook_outputs(notebook):
             data = output.get("data", {})
             images += "image/png" in data
             texts.append(data.get("text/plain", ""))
-    return "".join(texts), images
+    return "\n".join(texts), images          # one output per line: "^figure saved" matches
 
 
 @pytest.mark.parametrize("path", TUTORIALS, ids=IDS)
