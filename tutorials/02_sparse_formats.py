@@ -27,32 +27,37 @@
 # - `Masked`: a dense matrix times a 0/1 mask, computed densely: the slow, obvious twin the
 #   others are tested against.
 #
-# This notebook:
+# The formats live in `sparsenet/sparse/` (`csr.py`, `block.py`, `nm.py`, `masked.py`), their
+# kernels in `kernels/reference.py` (the NumPy specification) and `kernels/cpu/` (Numba).
 #
-# 1. builds each format from a small matrix, prints its arrays and draws the patterns;
-# 2. counts bytes per nonzero for a 4096 x 4096 float32 weight and says where they go;
-# 3. shows why the backward product `W.T @ G` wants a permutation (CSR -> CSC);
-# 4. computes the weight gradient only where weights exist (SDDMM), inside `SparseLinear`;
-# 5. plots the kernel timings recorded by `benchmarks/kernels.py`;
-# 6. times a small SpMM live on this machine.
+# **You will learn**
 #
-# As a script: `SPARSENET_FAST=1 python tutorials/02_sparse_formats.py` (smaller sizes).
+# 1. what each format stores, from a small matrix: its arrays, and its pattern drawn;
+# 2. how many bytes per nonzero each costs for a 4096 x 4096 float32 weight, and where they go;
+# 3. why the backward product `W.T @ G` wants a permutation (CSR -> CSC);
+# 4. how the weight gradient is computed only where weights exist (SDDMM), inside `SparseLinear`;
+# 5. how to read the kernel timings recorded by `benchmarks/kernels.py`;
+# 6. how to time a small SpMM live on your machine.
+#
+# **Prerequisites**: tutorial 01 (Tensor, backward). **Time**: about 30 minutes to read and try
+# the exercises; the last line prints how long the code itself took.
+#
+# As a script, `SPARSENET_FAST=1 python tutorials/02_sparse_formats.py` uses smaller sizes; its
+# figures go to `figures/` (the output names each file).
 
 # %%
 import json
 import os
 import statistics
-import sys
 import time
 from pathlib import Path
 
-import matplotlib
 import numba
 import numpy as np
 
-if "ipykernel" not in sys.modules and not os.environ.get("MPLBACKEND") \
-        and not os.environ.get("DISPLAY"):
-    matplotlib.use("Agg")          # a script without a display draws to files only
+from sparsenet.plotting import Figures
+
+figures = Figures("02")            # inline in Jupyter; always saved to figures/02_*.png
 import matplotlib.pyplot as plt  # noqa: E402
 
 import sparsenet as sn  # noqa: E402
@@ -62,16 +67,11 @@ from sparsenet.sparse import CSR, NM, Block, Masked  # noqa: E402
 from sparsenet.train import fast_mode  # noqa: E402
 
 FAST = fast_mode()                 # SPARSENET_FAST=1: smaller matrices, fewer repeats
+started = time.perf_counter()
 sn.manual_seed(0)
 rng = np.random.default_rng(0)
 np.set_printoptions(precision=2, suppress=True, linewidth=100)
 print("fast mode:", FAST)
-
-
-def show():
-    """Show the current figures where there is a screen (Jupyter, a GUI backend)."""
-    if matplotlib.get_backend().lower() != "agg":
-        plt.show()
 
 
 # %% [markdown]
@@ -152,7 +152,16 @@ for ax, (name, weight) in zip(axes[1:], patterns.items()):
 for ax in axes:
     ax.set_xticks([])
     ax.set_yticks([])
-show()
+figures.show(fig, "patterns")
+
+# %% [markdown]
+# **Try it**
+#
+# - `CSR.from_dense(A, density=0.25)`: 16 values instead of 32, and `indptr` still has 9
+#   entries, one per row and one more: it grows with the rows, not with the nonzeros.
+# - `NM.from_dense(A, n=1, m=4)`: one weight per group of four, so `idx` holds one offset per
+#   group and the density is 0.25; `n=2, m=8` has the same density but more freedom in where
+#   the kept weights go, and keeps at least as much of |A|².
 
 # %% [markdown]
 # ## 2. Bytes per nonzero
@@ -258,9 +267,17 @@ ax.set(xscale="log", yscale="log", xlabel="density (stored / total)", ylabel="Mi
        title=f"bytes of a {N_BYTES}x{N_BYTES} float32 weight")
 ax.legend(fontsize=8)
 fig.tight_layout()
-show()
+figures.show(fig, "bytes")
 
 # %% [markdown]
+# **Try it**
+#
+# - Work out CSR's bytes at density 0.01 by hand: 8 bytes per nonzero (value and index) plus
+#   8 per row pointer; the `csr` column of the table should match your number.
+# - Where CSR's bytes per nonzero pass the 4 of a dense entry, the sparse weight is the larger
+#   one: read the break-even densities printed above, and note how much lower the CSC index
+#   (which training needs) pushes CSR's.
+#
 # ## 3. Why the transposed product wants a permutation
 #
 # Backward through a layer needs `W.T @ G` (the gradient for the layer's input). CSR stores `W`
@@ -492,7 +509,7 @@ if record is not None:
         ax.legend(fontsize=8)
     fig.suptitle(f"{record_path.name}: W {record.get('W', '?')}, k = {record.get('k', '?')}")
     fig.tight_layout()
-    show()
+    figures.show(fig, "kernel_speedups")
 
     # The crossover, read from the record: the densest point where each format still wins.
     for fmt_name in formats:
@@ -552,6 +569,18 @@ finally:                                                  # give the threads bac
     numba.set_num_threads(numba_threads)
     if blas_limit is not None:
         blas_limit.unregister()
+if FAST:
+    print("(fast mode: a small matrix and few repeats; these timings say little, and on a busy "
+          "machine nothing at all)")
+
+# %% [markdown]
+# **Try it**
+#
+# - Add density 0.001 to the loop: the sparse product does a tenth of the work of 0.01; whether
+#   it gets ten times faster shows how much of its time is per-call overhead, not arithmetic.
+# - Time `sparse_w.spmm_t(X_live, out=...)` (the transposed product of section 3, with an
+#   `out` of shape `(n_live, k_live)`) against `dense_w.T @ X_live`: the first call builds the
+#   CSC index, so the warm-up in `median_seconds` matters here.
 
 # %% [markdown]
 # ## What's next
@@ -559,3 +588,7 @@ finally:                                                  # give the threads bac
 # The formats are the containers; the algorithms decide what goes in them. The next tutorials
 # prune dense networks into these formats and grow and drop weights while training sparse
 # from the start, with the same code for every format: the format enforces the structure.
+
+# %%
+print(f"this notebook ran in {time.perf_counter() - started:.0f} s"
+      + (" (fast mode)" if FAST else ""))

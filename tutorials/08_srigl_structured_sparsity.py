@@ -25,40 +25,47 @@
 # keep the budget where it is useful, SRigL also **ablates**
 # neurons with too few salient weights and hands their share to the others.
 #
-# This notebook:
+# The algorithm file is `sparsenet/algorithms/srigl.py`; the rule it shares with RigL is in
+# `sparsenet/algorithms/dst.py`.
 #
-# 1. builds a constant fan-in layer and looks at its "condensed" form;
-# 2. times it at batch 1 against the dense layer;
-# 3. follows neuron ablation during training;
-# 4. compares SRigL with RigL at the same sparsity.
+# **You will learn**
 #
-# As a script: `SPARSENET_FAST=1 python tutorials/08_srigl_structured_sparsity.py` uses a
-# slice of the data, two epochs and smaller timing layers.
+# 1. what a constant fan-in layer stores, and its "condensed" form;
+# 2. how it times at batch 1 against the dense layer;
+# 3. how neuron ablation shrinks a layer during training;
+# 4. how SRigL compares with RigL at the same sparsity.
+#
+# **Prerequisites**: tutorials 02 (CSR) and 07 (RigL). **Time**: about 25 minutes to read and try
+# the exercises; the last line prints how long the code itself took.
+#
+# As a script, `SPARSENET_FAST=1 python tutorials/08_srigl_structured_sparsity.py` uses a slice
+# of the data, two epochs and smaller timing layers; its figures go to `figures/` (the output
+# names each file).
 
 # %%
-import os
-import sys
 import time
 
-import matplotlib
 import numpy as np
 
-if "ipykernel" not in sys.modules and not os.environ.get("MPLBACKEND") \
-        and not os.environ.get("DISPLAY"):
-    matplotlib.use("Agg")          # a script without a display draws to files only
+from sparsenet.plotting import Figures
+
+figures = Figures("08")            # inline in Jupyter; always saved to figures/08_*.png
 import matplotlib.pyplot as plt  # noqa: E402
 
 import sparsenet as sn  # noqa: E402
 from sparsenet.algorithms import get_method  # noqa: E402
 from sparsenet.nn import SparseLinear, build_model  # noqa: E402
+from sparsenet.nn.models import architecture, weight_shapes  # noqa: E402
 from sparsenet.train import (TrainConfig, epochs_for, fast_mode, load_arrays,  # noqa: E402
                              train_phase)
 
 FAST = fast_mode()                 # SPARSENET_FAST=1: tiny data, at most two epochs
 EPOCHS = 2 if FAST else 10
 DELTA_T = 2 if FAST else 100       # fast mode has only a few steps: update often to see it
-DATA = load_arrays("auto")
-print("fast mode:", FAST, " training images:", len(DATA[1]))
+started = time.perf_counter()
+x_train, y_train, x_test, y_test, origin = load_arrays("auto")
+data = (x_train, y_train, x_test, y_test, origin)          # what `train_phase` takes
+print(f"fast mode: {FAST}, training images: {len(y_train):,}, data from: {origin}")
 
 # %% [markdown]
 # ## 1. Constant fan-in, and its condensed form
@@ -81,6 +88,15 @@ x = np.random.default_rng(1).standard_normal((784, 1)).astype(np.float32)
 condensed = (values * x[inputs, 0]).sum(axis=1)        # y_i = sum_k values[i, k] * x[inputs[i, k]]
 print("condensed product equals the CSR product:",
       np.allclose(condensed, w.spmm(x)[:, 0], atol=1e-5))
+
+# %% [markdown]
+# **Try it**
+#
+# - Build the same layer without `constant_fan_in=True` and print
+#   `np.unique(layer.weight.row_lengths())`: the rows now hold different numbers of inputs
+#   (around 78 on average, a binomial spread), so `values` no longer reshapes to (300, K).
+# - `SparseLinear(784, 300, density=0.1, constant_fan_in=True, format="masked")`: the masked
+#   twin keeps the same rule; `layer.weight.mask().sum(axis=1)` is K in every row.
 
 # %% [markdown]
 # ## 2. One sample at a time
@@ -141,6 +157,9 @@ for n, times in timings.items():
     for label, seconds in times.items():
         print(f"  {label:26s} {seconds * 1e6:9.1f} µs   "
               f"{times['dense W @ x (BLAS)'] / seconds:5.2f}x the speed of dense")
+if FAST:
+    print("(fast mode: smaller layers and 20 repeats; on a busy machine these timings are "
+          "rough, and the full run's larger layer is the one that shows the trend)")
 
 fig, axes = plt.subplots(1, len(sizes), figsize=(11, 2.8))
 for ax, (n, times) in zip(axes, timings.items()):
@@ -148,6 +167,7 @@ for ax, (n, times) in zip(axes, timings.items()):
     ax.set(xlabel="µs per product (median)", title=f"batch 1, {n}×{n}, 90 % sparse")
     ax.invert_yaxis()
 fig.tight_layout()
+figures.show(fig, "batch1_timings")
 
 # %% [markdown]
 # The sparse product reads a tenth of the weights, but also their indices, and pays for the
@@ -172,15 +192,20 @@ fig.tight_layout()
 # of 0 or K), so every layer keeps the flag and the format refuses any update that would leave
 # two active rows unequal; SRigL checks in addition that the empty rows are exactly the ablated
 # neurons. Below, γ_sal = 0.3 and a deliberately harsh γ_sal = 0.9, at 95 % sparsity.
+#
+# `method.build_options(shapes)` gives the `build_model` options of the method's starting
+# network (densities, format, and for SRigL the constant fan-in flag): the model is built sparse
+# from the start, as `run` builds it.
 
 
 # %%
 def train(method, seed=0):
-    """Train LeNet-300-100 with `method`; returns (model, history, flops)."""
+    """Train a LeNet-300-100 built sparse for `method`; returns (model, history, flops)."""
     config = TrainConfig(model="lenet300", epochs=EPOCHS, seed=seed, progress=False)
     sn.manual_seed(seed)
-    model = build_model("lenet300")
-    history, flops, _ = train_phase(model, method, config, DATA, epochs_for(config), log=None)
+    shapes = weight_shapes(architecture("lenet300"))      # {layer: (out, in)}, nothing built
+    model = build_model("lenet300", **method.build_options(shapes))
+    history, flops, _ = train_phase(model, method, config, data, epochs_for(config), log=None)
     return model, history, flops
 
 
@@ -197,16 +222,25 @@ for gamma_sal in (0.3, 0.9):
 
 fig, (ax_count, ax_rows) = plt.subplots(1, 2, figsize=(10, 3))
 for gamma_sal, (method, _) in runs.items():
-    first = method.layers[0][0]
+    first, first_layer = method.layers[0]                 # (name, layer) of the first layer
     ax_count.plot([u["step"] for u in method.updates],
                   [u["ablated"][first] for u in method.updates], "o-", label=f"γ_sal = {gamma_sal}")
-    lengths = np.sort(method.layers[0][1].weight.row_lengths())[::-1]
+    lengths = np.sort(first_layer.weight.row_lengths())[::-1]
     ax_rows.plot(lengths, label=f"γ_sal = {gamma_sal}")
 ax_count.set(xlabel="training step", ylabel="ablated neurons", title="first layer (300 neurons)")
 ax_rows.set(xlabel="neuron (sorted)", ylabel="inputs", title="first layer fan-in at the end")
 ax_count.legend()
 ax_rows.legend()
 fig.tight_layout()
+figures.show(fig, "ablation")
+
+# %% [markdown]
+# **Try it**
+#
+# - `get_method("srigl", sparsity=0.95, gamma_sal=0.0, delta_t=DELTA_T)`: no neuron can fall
+#   below a threshold of 0, so none is ablated and every row keeps the initial K.
+# - Print `method.describe()["constant_fan_in"]` for γ_sal = 0.9: the fan-in K' of each layer,
+#   higher than at the start wherever neurons were ablated (the budget is shared by fewer).
 
 # %% [markdown]
 # ## 4. SRigL against RigL
@@ -220,8 +254,9 @@ for name in ("rigl", "srigl"):
     _, history, flops = train(method)
     print(f"{name:6s} test accuracy {history[-1]['test_accuracy']:.4f}, "
           f"training FLOPs {flops['training_relative']:.4f} of dense")
-if matplotlib.get_backend().lower() != "agg":
-    plt.show()
+if FAST:
+    print("(fast mode: two epochs on 1,000 images, too few to compare the two; run without "
+          "SPARSENET_FAST for numbers that mean something)")
 
 # %% [markdown]
 # ## What's next
@@ -229,3 +264,7 @@ if matplotlib.get_backend().lower() != "agg":
 # Constant fan-in is one structure a format can enforce; N:M (tutorial on `--pattern nm:2:4`)
 # and blocks are others. Every dynamic method in sparsenet runs on them unchanged: the rule
 # is stated once and the format keeps its structure at every update.
+
+# %%
+print(f"this notebook ran in {time.perf_counter() - started:.0f} s"
+      + (" (fast mode)" if FAST else ""))

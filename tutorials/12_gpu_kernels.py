@@ -19,7 +19,10 @@
 # sparsenet's sparse products run in small kernels with one name and one signature per backend:
 # `kernels/reference.py` (NumPy, the spec), `kernels/cpu` (Numba on the CPU) and `kernels/gpu`
 # (Numba's CUDA target, launched on CuPy arrays). This notebook puts the CPU kernel of the CSR
-# product `Y = W @ X` next to its CUDA twin and shows:
+# product `Y = W @ X` next to its CUDA twin. The code it explains is `kernels/cpu/csr.py`,
+# `kernels/gpu/csr.py` and `kernels/gpu/launch.py`.
+#
+# **You will learn**
 #
 # 1. the two kernels side by side, and that they compute the same numbers;
 # 2. two ways of giving the work to GPU threads, *thread per row* and *warp per row*, drawn
@@ -28,17 +31,20 @@
 # 4. on a GPU: both mappings timed against cuBLAS (dense) and cuSPARSE, and the density below
 #    which the sparse product beats the dense one (the crossover).
 #
-# About 20 minutes to read. It runs anywhere: without a GPU the kernels run in the simulator
-# (correct results, meaningless times) and section 4 says so instead of timing.
-# As a script: `SPARSENET_FAST=1 python tutorials/12_gpu_kernels.py`; figures go to
-# `figures/` in the folder you run it from.
+# **Prerequisites**: tutorial 02 (what CSR stores, the CPU kernels). **Time**: about 20 minutes
+# to read and try the exercises; the last line prints how long the code itself took. It runs
+# anywhere: without a GPU the kernels run in the simulator (correct results, meaningless
+# times) and section 4 says so instead of timing.
+#
+# As a script, `SPARSENET_FAST=1 python tutorials/12_gpu_kernels.py` uses smaller matrices;
+# its figures go to `figures/` (the output names each file).
 
 # %%
 import glob
 import inspect
 import json
 import os
-import sys
+import time
 from pathlib import Path
 
 
@@ -55,12 +61,11 @@ if not ON_GPU:
     # The simulator must be chosen before Numba is first imported (sparsenet imports it).
     os.environ.setdefault("NUMBA_ENABLE_CUDASIM", "1")
 
-import matplotlib  # noqa: E402
 import numpy as np  # noqa: E402
 
-if "ipykernel" not in sys.modules and not os.environ.get("MPLBACKEND") \
-        and not os.environ.get("DISPLAY"):
-    matplotlib.use("Agg")          # a script without a display draws to files only
+from sparsenet.plotting import Figures  # noqa: E402  (imports Numba: after the simulator choice)
+
+figures = Figures("12")            # inline in Jupyter; always saved to figures/12_*.png
 import matplotlib.pyplot as plt  # noqa: E402
 from numba import config as numba_config  # noqa: E402
 
@@ -73,22 +78,13 @@ from sparsenet.train import fast_mode  # noqa: E402
 
 FAST = fast_mode()
 SIMULATOR = bool(numba_config.ENABLE_CUDASIM)
-FIGURES = Path("figures")
-FIGURES.mkdir(exist_ok=True)
+started = time.perf_counter()
 rng = np.random.default_rng(0)
 print("fast mode:", FAST, "| GPU:", ON_GPU, "| CUDA simulator:", SIMULATOR)
 if SIMULATOR:
     print("No GPU here: the CUDA kernels run in Numba's simulator, one Python thread per CUDA "
           "thread. Results are exact; times would say nothing about a GPU.")
 
-
-def show(name):
-    """Save the current figure under figures/ and show it where there is a screen."""
-    plt.savefig(FIGURES / f"12_{name}.png", dpi=120, bbox_inches="tight")
-    print(f"figure saved: figures/12_{name}.png")
-    if matplotlib.get_backend().lower() != "agg":
-        plt.show()
-    plt.close()
 
 
 # %% [markdown]
@@ -135,6 +131,15 @@ for name, got in results.items():
     print(f"{name:>15}: equal to W @ X: {np.array_equal(got, W @ X)}")
 
 # %% [markdown]
+# **Try it**
+#
+# - Print `indptr`, `indices` and `values` for `W[:3]`: the kernels loop over exactly these
+#   arrays, and row r's entries are `indices[indptr[r]:indptr[r + 1]]`.
+# - Make `W` a float matrix (`rng.standard_normal`) instead of integers: the two GPU
+#   strategies add in a different order from the CPU loop, so `np.array_equal` may turn False
+#   while `np.allclose(got, W @ X, atol=1e-5)` stays True.
+
+# %% [markdown]
 # ## 2. Thread per row, warp per row
 #
 # A GPU runs threads in *warps* of 32 that execute each instruction together. When the 32
@@ -172,8 +177,8 @@ for ax, strategy in zip(axes, ("thread_per_row", "warp_per_row")):
     ax.set_title(f"{strategy.replace('_', ' ')}: colour = warp")
     ax.set_xlabel("output column j (batch)")
     ax.set_ylabel("output row r")
-plt.tight_layout()
-show("thread_mapping")
+fig.tight_layout()
+figures.show(fig, "thread_mapping")
 for strategy in ("thread_per_row", "warp_per_row"):
     warps = warp_of_each_output(strategy, 4096, 128)
     rows_per_warp = len(np.unique(np.nonzero(warps == 0)[0]))
@@ -185,6 +190,14 @@ for strategy in ("thread_per_row", "warp_per_row"):
 # %% [markdown]
 # For k = 1 (a matrix-vector product) warp per row would leave 31 of 32 lanes idle, so
 # `gpu.csr_spmm` uses thread per row there and warp per row otherwise.
+#
+# **Try it**
+#
+# - Draw the mapping for k = 8 instead of 128 (`warp_of_each_output(strategy, 4096, 8)`):
+#   warp per row now puts 4 rows in a warp (`lanes_for(8)` is 8 lanes). You should see each
+#   warp's colour cover four short rows instead of one long one.
+# - Print `row_column_launch(4096, 128)` and `flat_launch(4096)`: the grid and block shapes
+#   behind the two pictures; their product of threads is what the GPU schedules.
 #
 # The transposed product `W.T @ G` is the same warp-per-row loop over the CSC permutation (a
 # gather: no two threads add into one output, so no atomics, and a fixed order of addition).
@@ -204,6 +217,16 @@ for strategy in ("thread_per_row", "warp_per_row"):
 # %%
 print("simulator on:", SIMULATOR)
 print("kernel object:", type(gpu_csr._spmm_warp_per_row).__module__)
+
+# %% [markdown]
+# **Try it**
+#
+# - Change `_spmm_warp_per_row` so that it skips the last stored entry of each row
+#   (`range(start, stop - 1)`) and run `pytest tests/test_kernels_gpu.py -k csr_products`: the
+#   simulator run fails on the first matrix with a stored entry, without a GPU.
+# - `print(python_source(gpu_csr._sddmm_warp_per_row))`: the weight gradient's kernel, the one
+#   that meets its 32 partial sums in shared memory; the simulator runs that barrier too, so
+#   the tests check it without a GPU.
 
 # %% [markdown]
 # ## 4. Timings and the crossover (needs a GPU)
@@ -268,7 +291,10 @@ if ON_GPU:
     ax.set_xlabel("density")
     ax.set_ylabel("ms per product (4096², k = 128)")
     ax.legend()
-    show("crossover")
+    figures.show(fig, "crossover")
+    if FAST:
+        print("(fast mode: four densities and 5 repeats; the crossover is coarse, the full run "
+              "measures eight)")
 else:
     print("Timings need a GPU: none here, so nothing is timed (the simulator's times would be "
           "those of Python threads).")
@@ -289,19 +315,19 @@ else:
               f"density {crossover(rows, 'ours_s')} (cuSPARSE: below {crossover(rows, 'cusparse_s')})")
 
 # %% [markdown]
-# ## Try it
+# **Try it**
 #
-# - In section 2, draw the mapping for k = 8 instead of 128 (`warp_of_each_output(strategy,
-#   4096, 8)`): warp per row now puts 4 rows in a warp (`lanes_for(8)` is 8 lanes). You should
-#   see each warp's colour cover four short rows instead of one long one.
-# - Change `_spmm_warp_per_row` so that it skips the last stored entry of each row
-#   (`range(start, stop - 1)`) and run `pytest tests/test_kernels_gpu.py -k csr_products`: the
-#   simulator run fails on the first matrix with a stored entry, without a GPU.
 # - On a GPU, set `k_live = 1024` in section 4: the sparse products do 8 times the work, and the
 #   crossover density should move, since cuBLAS gets closer to its peak with a bigger batch.
+# - On a GPU, add `thread_per_row` at k = 1 to the loop (an `X_live` of shape `(n, 1)`): there
+#   it is the mapping `gpu.csr_spmm` picks, and warp per row leaves 31 lanes of 32 idle.
 #
 # ## What's next
 #
 # `benchmarks/gpu.py` measures every CSR kernel at 4096² and 16384², batch 128 and 1024,
 # against cuSPARSE and cuBLAS, and the training step of a 4096-wide MLP; `sparsenet train
 # --device cuda` trains any model and method on the GPU with the same results as on the CPU.
+
+# %%
+print(f"this notebook ran in {time.perf_counter() - started:.0f} s"
+      + (" (fast mode)" if FAST else ""))
