@@ -19,14 +19,16 @@
 # Han, Mao & Dally (2016, *Deep Compression*) shrink LeNet-300-100 40x, from 1070 KB to
 # 27 KB, with three stages that each keep the accuracy: **pruning** (keep ~8 % of the weights),
 # **trained quantization** (every layer's weights share 2^b values, b = 5 or 6 bits) and
-# **Huffman coding** (frequent codes get short bit strings). You will learn:
+# **Huffman coding** (frequent codes get short bit strings).
+#
+# **You will learn**
 #
 # 1. what a weight costs in bits in each form: dense, CSR, relative index, shared code, Huffman;
 # 2. how k-means weight sharing and centroid fine-tuning work, and what Huffman gains on top;
 # 3. what the compressed file holds, byte by byte, and how the model runs from it;
 # 4. where the inference energy goes, and why fitting on chip matters more than FLOPs.
 #
-# About 10 minutes to read; running it trains a LeNet-300-100 and compresses it (two minutes
+# **Time**: about 10 minutes to read; running it trains a LeNet-300-100 and compresses it (two minutes
 # on the full Fashion-MNIST on one core). `SPARSENET_FAST=1 python tutorials/10_deep_compression.py`
 # uses 1,000 images and at most two epochs per phase: it runs in seconds, and its accuracies
 # are then not meaningful (the sizes and bits are, for that small model).
@@ -50,13 +52,16 @@ from sparsenet import huffman  # noqa: E402
 from sparsenet.compressed_io import read_compressed, relative_index  # noqa: E402
 from sparsenet.compressed_model import load_compressed  # noqa: E402
 from sparsenet.compression_report import paper_table, stage_table  # noqa: E402
+from sparsenet.plotting import Figures  # noqa: E402
 from sparsenet.train import TrainConfig, evaluate, fast_mode, load_arrays, train_model  # noqa: E402
+
+figures = Figures("10")            # inline in Jupyter; always saved to figures/10_*.png
 
 FAST = fast_mode()
 DATA = load_arrays("auto")
-x_test, y_test = DATA[2], DATA[3]
+_, y_train, x_test, y_test, _ = DATA
 WORK = Path(tempfile.mkdtemp())
-print("fast mode:", FAST, " training images:", len(DATA[1]))
+print("fast mode:", FAST, " training images:", len(y_train))
 
 # %% [markdown]
 # ## 1. The whole pipeline, then its numbers
@@ -144,6 +149,7 @@ ax_h.set(xlabel="shared value (most frequent first)", ylabel="fraction of weight
          title="frequent codes get short bit strings")
 ax_h2.set_ylabel("bits")
 fig.tight_layout()
+figures.show(fig, "codebook")
 p = counts[counts > 0] / counts.sum()
 print(f"entropy of the codes {-(p * np.log2(p)).sum():.2f} bits, Huffman mean "
       f"{huffman.mean_bits(counts, lengths):.2f} bits, fixed width {fc1.weight_bits} bits")
@@ -224,16 +230,7 @@ ax.set(ylabel="uJ per inference", yscale="log", title="LeNet-300-100, one infere
 ax.legend()
 fig.tight_layout()
 
-if not FAST:
-    try:
-        figures = Path(__file__).resolve().parent / "figures"
-    except NameError:                     # inside Jupyter there is no __file__
-        figures = Path("figures")
-    figures.mkdir(exist_ok=True)
-    fig.savefig(figures / "10_energy.png", dpi=120)
-    print("figure saved to", figures / "10_energy.png")
-if matplotlib.get_backend().lower() != "agg":
-    plt.show()
+figures.show(fig, "energy")
 
 # %% [markdown]
 # **Try it**

@@ -21,14 +21,14 @@
 # to k of N feed-forward "experts", so the layer holds N experts' weights but each token pays
 # for k. Parameters and FLOPs come apart, which is why the largest language models are MoEs.
 #
-# You will learn, on a character-level transformer trained on Shakespeare's plays:
+# **You will learn**, on a character-level transformer trained on Shakespeare's plays:
 #
 # 1. what a token's route looks like: gates, top-k, and the group-by-expert buffer;
 # 2. why routing needs a balancing loss, by training with and without one;
 # 3. what a capacity factor does (Switch Transformer, Fedus et al. 2021): drops, and dropless;
 # 4. what sparse FFNs and experts each buy, from the benchmark's records.
 #
-# Reading and running it takes about 20 minutes (the two training runs of section 2 take a
+# **Time**: reading and running it takes about 20 minutes (the two training runs of section 2 take a
 # few minutes on a laptop core). As a script, `SPARSENET_FAST=1 python
 # tutorials/11_conditional_computation.py` runs in under a minute: its training runs are a
 # handful of steps, and the numbers they print say nothing about MoE; it says so where it
@@ -53,6 +53,7 @@ from sparsenet import Tensor  # noqa: E402
 from sparsenet.data import load_text  # noqa: E402
 from sparsenet.kernels import cpu as kernels  # noqa: E402
 from sparsenet.nn.moe import MoE, capacity_of  # noqa: E402
+from sparsenet.plotting import Figures  # noqa: E402
 from sparsenet.train import TrainConfig, fast_mode, train_model  # noqa: E402
 
 FAST = fast_mode()
@@ -62,15 +63,7 @@ vocabulary = corpus.vocabulary
 print(f"{len(corpus.train):,} training characters, {len(vocabulary)} distinct; fast mode: {FAST}")
 
 
-def save(fig, name):
-    """Keep a figure under tutorials/figures/ when run as a script."""
-    if "ipykernel" in sys.modules:
-        return
-    here = Path(__file__).resolve().parent if "__file__" in globals() else Path(".")
-    folder = here / "figures"
-    folder.mkdir(exist_ok=True)
-    fig.savefig(folder / name, dpi=110)
-    print("figure saved to", folder / name)
+figures = Figures("11")            # inline in Jupyter; always saved to figures/11_*.png
 
 
 # %% [markdown]
@@ -119,7 +112,7 @@ for e in range(8):
     print(f"expert {e}: buffer rows {offsets[e]}-{offsets[e + 1]}, (token, choice) {rows}")
 
 # %% [markdown]
-# **Try it.** Set `k=1` (and `router="switch"`): each token now names one expert, and the gate
+# **Try it**: Set `k=1` (and `router="switch"`): each token now names one expert, and the gate
 # is the router's probability of it, not a softmax over one score (which would be 1). With
 # `k=8` every token visits every expert and the layer is a (wasteful) weighted ensemble.
 
@@ -157,7 +150,7 @@ ax_load.set(xlabel="step", ylabel="load max / mean", title="most-loaded expert, 
 ax_final.set(xlabel="expert (sorted)", ylabel="tokens x choices", title="load at the last step")
 ax_load.legend()
 fig.tight_layout()
-save(fig, "11_balance.png")
+figures.show(fig, "balance")
 
 # %% [markdown]
 # Without the losses the load drifts away from even: a few experts take most tokens and the
@@ -165,7 +158,7 @@ save(fig, "11_balance.png")
 # larger model). The balanced run pays a little in loss for the evenness, and gets in return
 # experts that all learn and a layer whose work splits evenly over devices.
 #
-# **Try it.** Put `-B1` on the spec (ten times the weight): the load gets flatter still, and
+# **Try it**: Put `-B1` on the spec (ten times the weight): the load gets flatter still, and
 # the validation loss a little worse, since the router may no longer pick freely. Or set
 # `-E16-K2`: more experts, each sees fewer tokens, and balance matters more.
 
@@ -195,7 +188,7 @@ for factor in (0.5, 1.0, 1.25, 2.0, None):
 # router near even; dropless MoEs (MegaBlocks) avoid the trade with variable-size buffers,
 # which is what `moe_plan`'s compact layout is.
 #
-# **Try it.** Run the cell with `k=2` and `router="noisy_topk"`: the second choices are placed
+# **Try it**: Run the cell with `k=2` and `router="noisy_topk"`: the second choices are placed
 # after every first choice, so a full expert drops second choices first.
 
 # %% [markdown]
@@ -240,12 +233,9 @@ for cell, rs in records.items():
 #
 # The two compose: each expert could itself be a 2:4 or RigL-sparse FFN.
 #
-# **Try it.** Train `gpt:L2-D128-H4-T64-E8-K1-switch` with `sparsenet train --dataset
+# **Try it**: Train `gpt:L2-D128-H4-T64-E8-K1-switch` with `sparsenet train --dataset
 # shakespeare --optimizer adamw --lr 3e-3 --batch-size 16 --steps 2000`: one expert per token
 # at full FFN width (`F512`) is the Switch Transformer's choice; compare its record with the
 # top-2 run's. To see how fast a long run goes before committing to it, add `--max-steps 50`:
 # it stops after 50 steps of the 2,000-step schedule, and its record says `stopped_early`.
 
-# %%
-if matplotlib.get_backend().lower() != "agg":
-    plt.show()
