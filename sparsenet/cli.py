@@ -1,4 +1,4 @@
-"""The `sparsenet` command: train | compare | methods | demo | bench | data | info.
+"""The `sparsenet` command: train | compare | report | methods | demo | bench | data | info.
 
 Every user or environment error (a bad flag, a missing file, no GPU, no network) ends with one
 line on stderr, `sparsenet COMMAND: error: ...`, and exit status 2, never a traceback; warnings
@@ -418,6 +418,8 @@ def build_parser():
 
     from .compare import add_compare_parser
     add_compare_parser(sub, HelpFormatter)
+    from .report.command import add_report_parser
+    add_report_parser(sub, HelpFormatter)
     return parser
 
 
