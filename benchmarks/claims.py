@@ -45,7 +45,10 @@ def runs(suite, method, sparsity, settings=None):
     paths = [p for p in paths if re.fullmatch(re.escape(stem) + r"-s\d+\.json", os.path.basename(p))]
     if not paths:
         raise Missing(f"{suite}-lenet300/{stem}-s*.json ({SUITE_COMMAND.get(suite, suite)})")
-    return [json.load(open(p)) for p in paths]
+    records = [json.load(open(p)) for p in paths]
+    for r in records:
+        r["_suite"] = suite                       # shown beside the number: where it came from
+    return records
 
 
 def first(*cells):
@@ -64,7 +67,7 @@ def mean(records, key="test_accuracy"):
 
 
 def show(records, key="test_accuracy"):
-    return f"{mean(records, key):.2f} ({len(records)} seeds)"
+    return f"{mean(records, key):.2f} ({len(records)} seeds, {records[0].get('_suite', '?')})"
 
 
 def dense():
@@ -221,7 +224,7 @@ CLAIMS = [
     ("GraSP ≥ SNIP at 95 %", "Wang et al. 2020: GraSP above SNIP at extreme sparsity", grasp_vs_snip),
     ("SynFlow avoids layer collapse at 95 %", "Tanaka et al. 2020: SNIP and GraSP collapse layers, SynFlow never does", synflow_collapse(0.95)),
     ("SynFlow avoids layer collapse at 98 %", "same", synflow_collapse(0.98)),
-    ("GMP ≈ dense at 90 %", "Zhu & Gupta 2017: gradual pruning to 90 % within ~1 point (InceptionV3, LSTMs)", gmp),
+    ("GMP ≈ dense at 90 %", "Zhu & Gupta 2017: gradually pruned models keep close to dense accuracy at 90 %", gmp),
     ("RigL 1x ≈ dense at 90 %", "Evci et al. 2020, Table 1 (ResNet-50, ImageNet): at 1x RigL stays below dense (76.8)", rigl_budget(0.9, 20)),
     ("RigL 2x ≈ dense at 90 %", "same table: longer budgets close the gap", rigl_budget(0.9, 40)),
     ("RigL 5x ≈ dense at 90 %", "same table: RigL 5x at 80 % 76.6 vs dense 76.8 (matching dense needs 5x)", rigl_budget(0.9, 100)),

@@ -41,7 +41,7 @@ def test_rows_read_the_records_and_judge_them(tmp_path, monkeypatch):
     write(suite, "rigl", 0.9, {"epochs": 100}, [0.899, 0.898])       # -0.15: within 0.3
     write(suite, "rigl", 0.9, {}, [0.89, 0.89])                      # -1.0: not
     ours, _, holds = claims.rigl_budget(0.9, 100)()
-    assert holds == "yes" and "89.85 (2 seeds)" in ours and "-0.15" in ours
+    assert holds == "yes" and "89.85 (2 seeds, claims)" in ours and "-0.15" in ours
     assert claims.rigl_budget(0.9, 20)()[2] == "**no**"
     write(suite, "set", 0.9, {}, [0.895, 0.895])
     write(suite, "static", 0.9, {}, [0.885, 0.885])
