@@ -135,10 +135,10 @@ print("saved", FIGURES / "13_per_class_change.png")
 
 # %% [markdown]
 # Section 5 prints the same from the full-data records committed with sparsenet: there the
-# classes that lose first are the ones that already confuse a dense network (Shirt, Pullover,
-# Coat, T-shirt/top look alike at 28×28, and a network with fewer connections has less room to
-# keep their fine differences), while Trouser, Bag and Sandal barely move. In fast mode the
-# ranking above is noise.
+# classes that lose first are the ones that already confuse a dense network (Shirt first, then
+# Pullover, Coat and T-shirt/top: they look alike at 28×28, and a network with fewer
+# connections has less room to keep their fine differences), while Bag or Sandal loses least in
+# most settings. In fast mode the ranking above is noise.
 #
 # Try it:
 # - Compare the two panels: does the ordering of the worst classes stay the same from 90 to
