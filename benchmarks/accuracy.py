@@ -17,6 +17,7 @@ benchmarks/results/accuracy-<suite>-<model>.md.
     python benchmarks/accuracy.py --suite tuned --seeds 3
     python benchmarks/accuracy.py --suite conv --model lenet5 --jobs 2
     python benchmarks/accuracy.py --suite nm --jobs 2                # SR-STE 2:4 against dense
+    python benchmarks/accuracy.py --suite claims --jobs 2     # issue 14: report and claims runs
     python benchmarks/accuracy.py --suite custom --cells rigl:0.9,static:0.98 --seeds 2
 
 A suite reuses records already on disk (delete them to rerun), so it can be resumed. `--jobs N`
@@ -61,6 +62,15 @@ SUITES = {
               ("snip", 0.95, {"lr": 0.1, "weight_decay": 5e-4}),
               ("snip", 0.98, {"lr": 0.1, "weight_decay": 5e-4}),
               ("random", 0.98, {"lr": 0.1})],
+    # issue 14: the runs behind `sparsenet report` (every record with per-example predictions)
+    # and the claims of benchmarks/claims.py: pruning and DST at 90 / 98 % (1x: 20 epochs),
+    # then RigL, SET and static at the RigL paper's longer budgets (5x = 100 epochs, 2x = 40),
+    # in the order they were run (a resumed suite fills in what is missing)
+    "claims": [("random", s, {"distribution": "uniform"}) for s in (0.95, 0.98)]
+              + [(m, 0.98, {}) for m in ("snip", "synflow", "grasp")]
+              + [(m, s, {}) for s in (0.9, 0.98) for m in ("rigl", "set", "static", "gmp")]
+              + [(m, s, {"epochs": e}) for e, s in ((100, 0.9), (100, 0.98), (40, 0.9), (40, 0.98))
+                 for m in ("rigl", "set", "static")],
     # convolutional models (--model lenet5): lr 0.01, Caffe's LeNet solver (0.05 diverges)
     "conv": [("dense", 0.0, {"lr": 0.01}), ("gmp", 0.9, {"lr": 0.01})],
     # N:M from scratch (issue 13): SR-STE 2:4 on every layer, at the defaults

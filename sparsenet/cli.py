@@ -1,4 +1,5 @@
-"""The `sparsenet` command: train | compare | methods | compress | evaluate | demo | bench | data | info.
+"""The `sparsenet` command: train | compare | report | methods | compress | evaluate | demo | bench | data |
+info.
 
 Every user or environment error (a bad flag, a missing file, no GPU, no network) ends with one
 line on stderr, `sparsenet COMMAND: error: ...`, and exit status 2, never a traceback; warnings
@@ -459,6 +460,8 @@ def build_parser():
     add_compare_parser(sub, HelpFormatter)
     from .compress_cli import add_compress_parser
     add_compress_parser(sub, HelpFormatter)
+    from .report.command import add_report_parser
+    add_report_parser(sub, HelpFormatter)
     return parser
 
 

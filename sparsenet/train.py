@@ -24,6 +24,7 @@ from .guards import (Arrays, check_arrays, make_method, non_finite_loss, num_cla
                      stderr_is_terminal, validate_config)
 from .nn import build_model
 from .nn.functional import cross_entropy
+from .predictions import encode_predictions
 from .random import manual_seed
 from .tensor import Tensor, no_grad
 
@@ -354,6 +355,8 @@ def make_record(config: TrainConfig, model, method, optimizer, data, history, fl
         else "test",
         "per_class_accuracy": metrics.per_class_accuracy(predictions, y_test,
                                                          num_classes_of(data)),
+        # one byte per evaluated image (sparsenet/predictions.py): analyses without retraining
+        "predictions": encode_predictions(predictions, y_test, num_classes_of(data)),
         "epochs": epochs, "seed": config.seed, "train_seconds": train_seconds,
         "steps": history[-1]["steps"] if history else 0,
         "stopped_early": config.max_steps is not None and any(h.get("partial") for h in history),
