@@ -60,7 +60,7 @@ from .. import backend
 from ..nn import functional as F
 from ..nn.layers import Conv2d, Linear
 from ..nn.module import Module, Parameter
-from ..nn.sparse_layers import SparseConv2d, SparseLinear
+from ..nn.sparse_layers import sparse_like
 from ..sparse import Masked
 from ..tensor import Function
 from .base import SparseMethod, register
@@ -136,16 +136,7 @@ class _SoftThresholdLayer:
         matrix = w_eff.reshape(w_eff.shape[0], -1)                    # (out, in * kh * kw)
         values = backend.array_module(matrix).ascontiguousarray(matrix).ravel()
         weight = Masked(values, backend.to_numpy(matrix != 0))
-        if isinstance(self, Conv2d):
-            sparse = SparseConv2d(self.in_channels, self.out_channels, self.kernel_size,
-                                  self.stride, self.padding, weight=weight,
-                                  bias=self.bias is not None)
-        else:
-            sparse = SparseLinear(self.in_features, self.out_features, weight=weight,
-                                  bias=self.bias is not None)
-        if self.bias is not None:
-            sparse.bias.data = self.bias.data.copy()
-        return sparse
+        return sparse_like(self, weight)
 
     def effective_weight(self):
         return SoftThreshold.apply(self.weight, self.s, alpha=self.alpha)

@@ -38,7 +38,7 @@ import math
 import numpy as np
 
 from .. import backend
-from ..nn.sparse_layers import SparseConv2d, SparseLinear
+from ..nn.sparse_layers import SparseConv2d, SparseLinear, sparse_like
 from ..sparse.convert import FORMATS
 from .base import SparseMethod, register
 from .common import layer_densities, prunable_layers, weight_shape
@@ -253,15 +253,7 @@ class Regularized(SparseMethod):
         matrix = backend.to_numpy(layer.weight.data).reshape(shape[0], -1)
         mask = keep_entries.reshape(matrix.shape)
         weight = FORMATS[self.format].from_dense(matrix, mask=mask, **self.format_options())
-        if len(shape) == 2:
-            sparse = SparseLinear(shape[1], shape[0], weight=weight, bias=layer.bias is not None)
-        else:
-            sparse = SparseConv2d(layer.in_channels, layer.out_channels, layer.kernel_size,
-                                  layer.stride, layer.padding, weight=weight,
-                                  bias=layer.bias is not None)
-        if layer.bias is not None:
-            sparse.bias.data = layer.bias.data.copy()
-        self.model.replace_submodule(name, sparse)
+        self.model.replace_submodule(name, sparse_like(layer, weight))
         self._changed = True
 
     def topology_changed(self):

@@ -45,7 +45,7 @@ from .. import backend
 from ..nn import functional as F
 from ..nn.layers import Conv2d, Linear
 from ..nn.module import Module
-from ..nn.sparse_layers import SparseConv2d, SparseLinear
+from ..nn.sparse_layers import sparse_like
 from ..sparse import NM
 from ..sparse.base import top_k_per_row_mask
 from ..tensor import Function
@@ -112,16 +112,7 @@ class _SRSTELayer:
         w = backend.to_numpy(self.weight.data)
         matrix = np.ascontiguousarray(w.reshape(w.shape[0], -1))            # (out, in·kh·kw)
         weight = NM.from_dense(matrix, mask=nm_mask(matrix, self.n, self.m), n=self.n, m=self.m)
-        if isinstance(self, Conv2d):
-            sparse = SparseConv2d(self.in_channels, self.out_channels, self.kernel_size,
-                                  self.stride, self.padding, weight=weight,
-                                  bias=self.bias is not None)
-        else:
-            sparse = SparseLinear(self.in_features, self.out_features, weight=weight,
-                                  bias=self.bias is not None)
-        if self.bias is not None:
-            sparse.bias.data = self.bias.data.copy()
-        return sparse
+        return sparse_like(self, weight)
 
 
 class SRSTELinear(_SRSTELayer, Linear):

@@ -398,3 +398,18 @@ class SparseConv2d(_SparseLayer):
         return dict(in_channels=self.in_channels, out_channels=self.out_channels,
                     kernel_size=list(self.kernel_size), stride=list(self.stride),
                     padding=list(self.padding))
+
+
+def sparse_like(layer, weight):
+    """The sparse twin of a dense Linear or Conv2d `layer`: same geometry, `weight` (a sparse
+    matrix of shape (out, in·kh·kw)) for its weights, and a copy of its bias."""
+    if hasattr(layer, "kernel_size"):
+        sparse = SparseConv2d(layer.in_channels, layer.out_channels, layer.kernel_size,
+                              layer.stride, layer.padding, weight=weight,
+                              bias=layer.bias is not None)
+    else:
+        sparse = SparseLinear(layer.in_features, layer.out_features, weight=weight,
+                              bias=layer.bias is not None)
+    if layer.bias is not None:
+        sparse.bias.data = layer.bias.data.copy()
+    return sparse

@@ -122,9 +122,8 @@ def sparsify(model, sparsity=None, format="csr", layers=None, density_per_layer=
     format_options: block_size (block), n and m (nm), constant_fan_in (csr, masked).
     """
     from .. import backend, random
-    from ..nn.layers import Linear
     from ..nn.module import Module
-    from ..nn.sparse_layers import SparseConv2d, SparseLinear, resolve_density
+    from ..nn.sparse_layers import resolve_density, sparse_like
     from .topology import random_pattern
     if not isinstance(model, Module):
         raise TypeError(f"model must be a Module, got {type(model).__name__}")
@@ -158,15 +157,7 @@ def sparsify(model, sparsity=None, format="csr", layers=None, density_per_layer=
             if format == "masked":
                 kept = kept * pattern.mask().ravel()
             weight = pattern.with_values(np.ascontiguousarray(kept))
-        if isinstance(dense, Linear):
-            sparse = SparseLinear(dense.in_features, dense.out_features, weight=weight,
-                                  bias=dense.bias is not None)
-        else:
-            sparse = SparseConv2d(dense.in_channels, dense.out_channels, dense.kernel_size,
-                                  dense.stride, dense.padding, weight=weight,
-                                  bias=dense.bias is not None)
-        if dense.bias is not None:
-            sparse.bias.data = backend.to_numpy(dense.bias.data).copy()
+        sparse = sparse_like(dense, weight)
         if device != "cpu":
             sparse.to(device)
         if name == "":
