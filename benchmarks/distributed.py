@@ -158,7 +158,9 @@ def wasap_objects(model):
 
 
 def pickled(obj, repeats=5) -> tuple:
-    """(bytes, seconds to pickle and unpickle) with mpi4py's protocol (the highest)."""
+    """(bytes, seconds to pickle and unpickle) with mpi4py's protocol (the highest): the cost of
+    WASAP-SGD's pickled messages, measured on objects made here. Nothing read from a file or
+    another process is ever unpickled; sparsenet's own runs send buffers only."""
     data = pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL)
     times = []
     for _ in range(repeats):

@@ -338,14 +338,6 @@ class AutoSparse(SparseMethod):
                 layer.s.data = xp.array(thresholds[name], dtype=layer.s.data.dtype)
             self._set_alpha(self.alpha_t)
 
-    def topology_changed(self) -> bool:
-        changed, self._changed = self._changed, False
-        return changed
-
-    def extra_flops(self) -> float:
-        extra, self._extra = self._extra, 0.0
-        return extra
-
     def describe(self) -> dict:
         pulled = self.target_gain > 0 and self.sparsity > 0
         variant = self.variant + (": the thresholds are pulled towards the target sparsity (an "

@@ -65,12 +65,20 @@ class Method:
         pass
 
     def topology_changed(self) -> bool:
-        """True once after each change of any layer's stored positions."""
-        return False
+        """True once after each change of any layer's stored positions: a method that changes
+        them sets `self._changed = True`, and this reads and clears it."""
+        changed = getattr(self, "_changed", False)
+        if changed:
+            self._changed = False
+        return changed
 
     def extra_flops(self) -> float:
-        """FLOPs spent since the last call beyond the ordinary training step."""
-        return 0.0
+        """FLOPs spent since the last call beyond the ordinary training step: a method adds them
+        to `self._extra`, and this reads and clears it."""
+        extra = getattr(self, "_extra", 0.0)
+        if extra:
+            self._extra = 0.0
+        return extra
 
     def describe(self) -> dict:
         return {}

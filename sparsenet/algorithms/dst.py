@@ -321,14 +321,6 @@ class DynamicSparseMethod(SparseMethod):
         rows, cols = layer.weight.shape
         self._extra += 2.0 * (rows * cols - layer.weight.nnz) * layer.growth_arrays[0].shape[1]
 
-    def topology_changed(self) -> bool:
-        changed, self._changed = self._changed, False
-        return changed
-
-    def extra_flops(self) -> float:
-        extra, self._extra = self._extra, 0.0
-        return extra
-
     def describe(self) -> dict:
         out = dict(super().describe(), alpha=self.alpha, delta_t=self.delta_t, t_end=self.t_end,
                    decay=self.decay, reinit_when_same=self.reinit_when_same,

@@ -95,10 +95,6 @@ class GradualMagnitudePruning(SparseMethod):
                 keep = int(round((1.0 - schedule(step)) * total_units(layer.weight)))
                 self._changed |= keep_largest(layer, keep, optimizer=self.optimizer)
 
-    def topology_changed(self) -> bool:
-        changed, self._changed = self._changed, False
-        return changed
-
     def describe(self) -> dict:
         details = {**super().describe(), "initial_sparsity": self.s_i, "delta_t": self.delta_t,
                    "begin": self.begin, "end": self.end}

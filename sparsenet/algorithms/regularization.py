@@ -256,10 +256,6 @@ class Regularized(SparseMethod):
         self.model.replace_submodule(name, sparse_like(layer, weight))
         self._changed = True
 
-    def topology_changed(self):
-        changed, self._changed = getattr(self, "_changed", False), False
-        return changed
-
     def describe(self):
         return {**super().describe(), "l1": self.l1, "group_lasso": self.group_lasso,
                 "groups": self.groups, "threshold": self.threshold, "removed_unit": self.unit,

@@ -339,10 +339,6 @@ class PruningAtInit(SparseMethod):
                           f"{masks[name].shape[0]} output units without any input", stacklevel=2)
         return rows
 
-    def topology_changed(self) -> bool:
-        changed, self._changed = self._changed, False
-        return changed
-
     def extra_flops(self) -> float:
         """The scoring passes, counted once (at the first training step)."""
         flops, self._flops = self._flops, 0.0

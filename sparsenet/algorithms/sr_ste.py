@@ -215,14 +215,6 @@ class SRSTE(SparseMethod):
                 self.model.replace_submodule(name, layer.as_sparse())
             self._changed = True
 
-    def topology_changed(self) -> bool:
-        changed, self._changed = self._changed, False
-        return changed
-
-    def extra_flops(self) -> float:
-        extra, self._extra = self._extra, 0.0
-        return extra
-
     def describe(self) -> dict:
         out = {"format": "nm", "n": self.n, "m": self.m, "decay": self.decay,
                "layers": self.patterns, "dense_layers": list(self.dense_layers)}
